@@ -1,0 +1,38 @@
+# The two commands that matter: `make run` serves the API, `make test` runs every check.
+SHELL := /bin/bash
+PORT ?= 8000
+COMPOSE := docker compose -f docker/docker-compose.yml
+VENV_PY := source scripts/bootstrap.sh &&
+
+.PHONY: run test step6 migrate install lint bench-ingest bench seed up down logs
+
+install:  ## create .venv and install the pinned requirements
+	@$(VENV_PY) true
+
+run:  ## migrate and serve on 127.0.0.1:$(PORT) (SQLite unless DATABASE_URL is set)
+	@$(VENV_PY) export DJANGO_DEBUG=$${DJANGO_DEBUG:-1} && \
+	  "$$PY" manage.py migrate --noinput && \
+	  "$$PY" manage.py runserver 127.0.0.1:$(PORT)
+
+test: step6  ## lint + migration checks + tests on SQLite, PostgreSQL (and TimescaleDB)
+
+step6:
+	@bash scripts/step6_test.sh
+
+migrate:
+	@$(VENV_PY) DJANGO_DEBUG=$${DJANGO_DEBUG:-1} "$$PY" manage.py migrate --noinput
+
+lint:
+	@$(VENV_PY) "$$PY" -m ruff check .
+
+bench-ingest:  ## ingest throughput vs raw COPY vs naive DRF (gunicorn on loopback, PostgreSQL)
+	@$(VENV_PY) "$$PY" scripts/bench_ingest.py $(ARGS)
+
+up:  ## docker: build and start db + web
+	$(COMPOSE) up --build -d
+
+down:
+	$(COMPOSE) down
+
+logs:
+	$(COMPOSE) logs -f

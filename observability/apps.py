@@ -1,0 +1,51 @@
+from django.apps import AppConfig
+from django.db.backends.signals import connection_created
+
+
+class ObservabilityConfig(AppConfig):
+    name = "observability"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        connection_created.connect(register_sqlite_functions)
+
+
+class _PercentileCont:
+    """SQLite aggregate percentile_cont(value, fraction) with PostgreSQL's interpolation."""
+
+    def __init__(self):
+        self.values: list[float] = []
+        self.fraction = 0.5
+
+    def step(self, value, fraction):
+        if value is not None:
+            self.values.append(value)
+            self.fraction = fraction
+
+    def finalize(self):
+        return percentile_cont(self.values, self.fraction)
+
+
+def percentile_cont(values: list[float], fraction: float) -> float | None:
+    """PostgreSQL's percentile_cont: interpolate between the two nearest ranks."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    position = fraction * (len(ordered) - 1)
+    below = int(position)
+    above = min(below + 1, len(ordered) - 1)
+    return ordered[below] + (ordered[above] - ordered[below]) * (position - below)
+
+
+def _compare_bytes(left: str, right: str) -> int:
+    # Code-point order, which is the byte order of UTF-8: PostgreSQL's "C" collation.
+    return (left > right) - (left < right)
+
+
+def register_sqlite_functions(sender, connection, **kwargs) -> None:
+    """Give SQLite the functions and collation the PostgreSQL path uses, under the same names."""
+    if connection.vendor != "sqlite":
+        return
+    raw = connection.connection
+    raw.create_aggregate("percentile_cont", 2, _PercentileCont)
+    raw.create_collation("C", _compare_bytes)

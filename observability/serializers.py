@@ -1,0 +1,59 @@
+"""CRUD, query-parameter and output serializers.
+
+Event fields are checked by `ingest.validate_fields`, the same rules the bulk endpoint uses,
+so a single POST and a bulk ingest accept and reject exactly the same input.
+"""
+
+from rest_framework import serializers
+
+from observability import analytics, ingest
+from observability.models import ApiRequest
+
+
+class ApiRequestSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = ApiRequest
+        fields = ["id", *ingest.COLUMNS]
+        read_only_fields = ["id"]
+
+    def to_internal_value(self, data):
+        cleaned, errors = ingest.validate_fields(data, partial=self.partial)
+        if errors:
+            raise serializers.ValidationError(errors)
+        return cleaned
+
+
+class StrictParamSerializer(serializers.Serializer):
+    strict = serializers.BooleanField(required=False, default=False)
+
+
+class KpiParamSerializer(serializers.Serializer):
+    with_p95 = serializers.BooleanField(required=False, default=True)
+
+
+class TopEndpointsParamSerializer(serializers.Serializer):
+    sort = serializers.ChoiceField(choices=analytics.SORT_KEYS, required=False, default="hits")
+    order = serializers.ChoiceField(choices=("desc", "asc"), required=False, default="desc")
+    limit = serializers.IntegerField(min_value=1, max_value=1000, required=False, default=10)
+    with_p95 = serializers.BooleanField(required=False, default=False)
+
+
+def query_params(serializer_class, request) -> dict:
+    """The request's query parameters validated by `serializer_class` (400 naming the bad one)."""
+    names = serializer_class().fields.keys()
+    data = {name: request.query_params[name] for name in names if name in request.query_params}
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+class RollupRowSerializer(serializers.Serializer):
+    bucket = serializers.DateTimeField()
+    service = serializers.CharField()
+    endpoint = serializers.CharField()
+    hits = serializers.IntegerField()
+    errors = serializers.IntegerField()
+    error_rate = serializers.FloatField()
+    avg_latency_ms = serializers.FloatField()
+    max_latency_ms = serializers.FloatField()
+    p95_latency_ms = serializers.FloatField()

@@ -1,0 +1,111 @@
+from datetime import timedelta
+
+from django.test import TestCase
+
+from observability.models import ApiRequest
+from observability.tests.utils import BASE_TIME, LIST_URL, iso, make_event, parse_time
+
+
+class CrudTests(TestCase):
+    def test_post_stores_the_event_and_returns_it_with_an_id(self):
+        response = self.client.post(LIST_URL, make_event(method="post"), content_type="application/json")
+        self.assertEqual(response.status_code, 201, response.content)
+        body = response.json()
+        stored = ApiRequest.objects.get(pk=body["id"])
+        self.assertEqual(stored.method, "POST")
+        self.assertEqual(stored.time, BASE_TIME)
+        self.assertEqual(stored.service, "checkout")
+        self.assertEqual(body["time"], "2026-03-02T10:00:00Z")
+
+    def test_time_without_offset_is_taken_as_utc_and_offsets_are_converted(self):
+        naive = self.client.post(LIST_URL, make_event(time="2026-03-02T10:00:00"),
+                                 content_type="application/json").json()
+        offset = self.client.post(LIST_URL, make_event(time="2026-03-02T12:00:00+02:00"),
+                                  content_type="application/json").json()
+        self.assertEqual(ApiRequest.objects.get(pk=naive["id"]).time, BASE_TIME)
+        self.assertEqual(ApiRequest.objects.get(pk=offset["id"]).time, BASE_TIME)
+        self.assertEqual(offset["time"], "2026-03-02T10:00:00Z")
+
+    def test_list_is_paginated_and_newest_first(self):
+        for hours in (3, 1, 2):
+            ApiRequest.objects.create(**{**make_event(), "time": BASE_TIME + timedelta(hours=hours)})
+        body = self.client.get(LIST_URL).json()
+        self.assertEqual(body["count"], 3)
+        self.assertEqual(set(body), {"count", "next", "previous", "results"})
+        times = [parse_time(row["time"]) for row in body["results"]]
+        self.assertEqual(times, sorted(times, reverse=True))
+        self.assertEqual(times[0], BASE_TIME + timedelta(hours=3))
+
+    def test_page_size_is_honoured_and_bounded(self):
+        for i in range(5):
+            ApiRequest.objects.create(**{**make_event(), "time": BASE_TIME + timedelta(minutes=i)})
+        body = self.client.get(LIST_URL, {"page_size": 2}).json()
+        self.assertEqual(len(body["results"]), 2)
+        self.assertIsNotNone(body["next"])
+        for bad in ("0", "1001", "abc"):
+            response = self.client.get(LIST_URL, {"page_size": bad})
+            self.assertEqual(response.status_code, 400, bad)
+            self.assertIn("page_size", response.json())
+
+    def test_get_detail_returns_every_field(self):
+        obj = ApiRequest.objects.create(**{**make_event(), "time": BASE_TIME})
+        body = self.client.get(f"{LIST_URL}{obj.pk}/").json()
+        self.assertEqual(body, {
+            "id": obj.pk, "time": iso(BASE_TIME), "service": "checkout", "endpoint": "/orders/{id}",
+            "method": "GET", "status_code": 200, "latency_ms": 12.5, "trace_id": "trace-0001",
+            "user_ref": "user-1",
+        })
+
+    def test_patch_changes_only_the_given_fields(self):
+        obj = ApiRequest.objects.create(**{**make_event(), "time": BASE_TIME})
+        response = self.client.patch(f"{LIST_URL}{obj.pk}/", {"status_code": 503, "method": "delete"},
+                                     content_type="application/json")
+        self.assertEqual(response.status_code, 200, response.content)
+        obj.refresh_from_db()
+        self.assertEqual((obj.status_code, obj.method, obj.service), (503, "DELETE", "checkout"))
+
+    def test_patch_with_an_invalid_value_changes_nothing(self):
+        obj = ApiRequest.objects.create(**{**make_event(), "time": BASE_TIME})
+        response = self.client.patch(f"{LIST_URL}{obj.pk}/", {"latency_ms": -1, "service": "x"},
+                                     content_type="application/json")
+        self.assertEqual(response.status_code, 400)
+        self.assertIn("latency_ms", response.json())
+        obj.refresh_from_db()
+        self.assertEqual((obj.latency_ms, obj.service), (12.5, "checkout"))
+
+    def test_put_replaces_the_event_and_requires_every_field(self):
+        obj = ApiRequest.objects.create(**{**make_event(), "time": BASE_TIME})
+        replacement = make_event(service="search", endpoint="/q", trace_id="", user_ref="")
+        response = self.client.put(f"{LIST_URL}{obj.pk}/", replacement, content_type="application/json")
+        self.assertEqual(response.status_code, 200, response.content)
+        obj.refresh_from_db()
+        self.assertEqual((obj.service, obj.endpoint, obj.trace_id), ("search", "/q", ""))
+        incomplete = {k: v for k, v in replacement.items() if k != "endpoint"}
+        response = self.client.put(f"{LIST_URL}{obj.pk}/", incomplete, content_type="application/json")
+        self.assertEqual(response.status_code, 400)
+        self.assertEqual(response.json()["endpoint"], ["This field is required."])
+
+    def test_delete_removes_the_event(self):
+        obj = ApiRequest.objects.create(**{**make_event(), "time": BASE_TIME})
+        self.assertEqual(self.client.delete(f"{LIST_URL}{obj.pk}/").status_code, 204)
+        self.assertFalse(ApiRequest.objects.filter(pk=obj.pk).exists())
+        response = self.client.get(f"{LIST_URL}{obj.pk}/")
+        self.assertEqual(response.status_code, 404)
+        self.assertEqual(response.json(), {"detail": "No ApiRequest matches the given query."})
+
+    def test_post_with_invalid_fields_names_each_and_stores_nothing(self):
+        bad = make_event(status_code=99, method="FETCH", latency_ms="NaN")
+        del bad["service"]
+        response = self.client.post(LIST_URL, bad, content_type="application/json")
+        self.assertEqual(response.status_code, 400)
+        body = response.json()
+        self.assertIsInstance(body["detail"], str)
+        for field in ("status_code", "method", "latency_ms", "service"):
+            self.assertIn(field, body)
+        self.assertEqual(ApiRequest.objects.count(), 0)
+
+    def test_unknown_fields_are_ignored(self):
+        response = self.client.post(LIST_URL, make_event(colour="blue", id=999999),
+                                    content_type="application/json")
+        self.assertEqual(response.status_code, 201)
+        self.assertNotEqual(response.json()["id"], 999999)
