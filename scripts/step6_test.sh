@@ -40,6 +40,11 @@ run_suite() {  # run_suite LABEL DATABASE_URL APM_TIMESCALE
 step "ruff"
 "$PY" -m ruff check . || status=1
 
+# Static files for WhiteNoise (DEBUG is off in tests, as in production).
+export DJANGO_STATIC_ROOT="$work/static"
+step "collectstatic"
+"$PY" manage.py collectstatic --noinput -v 0 || status=1
+
 if [ -n "${DATABASE_URL:-}" ]; then
   run_suite "DATABASE_URL" "$DATABASE_URL" "${APM_TIMESCALE:-auto}"
 else

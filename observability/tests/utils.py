@@ -47,17 +47,17 @@ def make_events(n: int, *, seed: int = 7, start: datetime = BASE_TIME,
     seconds = int(span.total_seconds())
     events = []
     for i in range(n):
-        events.append(make_event(
-            time=start + timedelta(seconds=rng.randrange(seconds), microseconds=rng.randrange(10**6)),
-            service=rng.choice(services),
-            endpoint=rng.choice(endpoints),
-            method=rng.choice(methods),
-            status_code=rng.choice(statuses),
-            latency_ms=round(rng.lognormvariate(3, 0.8), 3),
-            trace_id=f"trace-{i:05d}",
-            user_ref=f"user-{rng.randrange(50)}",
-            **overrides,
-        ))
+        fields = {
+            "time": start + timedelta(seconds=rng.randrange(seconds), microseconds=rng.randrange(10**6)),
+            "service": rng.choice(services),
+            "endpoint": rng.choice(endpoints),
+            "method": rng.choice(methods),
+            "status_code": rng.choice(statuses),
+            "latency_ms": round(rng.lognormvariate(3, 0.8), 3),
+            "trace_id": f"trace-{i:05d}",
+            "user_ref": f"user-{rng.randrange(50)}",
+        }
+        events.append(make_event(**{**fields, **overrides}))
     return events
 
 
