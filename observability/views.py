@@ -1,6 +1,7 @@
 """HTTP views: parse, validate parameters, call ingest/analytics, serialize. Nothing else."""
 
 from django.db import DatabaseError, connection
+from django_filters.rest_framework import DjangoFilterBackend
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
@@ -33,6 +34,7 @@ class ApiRequestViewSet(viewsets.ModelViewSet):
     queryset = ApiRequest.objects.order_by("-time", "-id")
     serializer_class = ApiRequestSerializer
     filterset_class = ApiRequestFilter
+    filter_backends = [DjangoFilterBackend]
 
     def perform_create(self, serializer):
         super().perform_create(serializer)

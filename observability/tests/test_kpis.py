@@ -1,0 +1,151 @@
+import random
+from datetime import timedelta
+
+from django.test import TestCase, TransactionTestCase
+
+from observability import ingest
+from observability.models import ApiRequest
+from observability.tests.utils import BASE_TIME, iso, make_events, parse_time, post_ingest, summarize
+
+URL = "/api/requests/kpis/"
+KEYS = ("hits", "errors", "error_rate", "avg_latency_ms", "max_latency_ms", "p95_latency_ms")
+
+
+def close(case, got: dict, want: dict, msg=""):
+    case.assertEqual((got["hits"], got["errors"]), (want["hits"], want["errors"]), msg)
+    for key in ("error_rate", "avg_latency_ms", "max_latency_ms", "p95_latency_ms"):
+        if want[key] is None:
+            case.assertIsNone(got[key], f"{key} {msg}")
+        else:
+            case.assertAlmostEqual(got[key], want[key], delta=1e-9 * max(1.0, abs(want[key])), msg=f"{key} {msg}")
+
+
+def select(events, *, start=None, end=None, **exact):
+    return [
+        e for e in events
+        if (start is None or parse_time(e["time"]) >= start) and (end is None or parse_time(e["time"]) < end)
+        and all(e[k] == v for k, v in exact.items())
+    ]
+
+
+class KpiTests(TestCase):
+    @classmethod
+    def setUpTestData(cls):
+        cls.events = make_events(800, span=timedelta(hours=10), seed=5)
+        ingest.ingest_events(list(cls.events), strict=True)
+
+    def kpis(self, **params):
+        response = self.client.get(URL, params)
+        self.assertEqual(response.status_code, 200, response.content)
+        body = response.json()
+        self.assertEqual(set(body), {*KEYS, "source"})
+        return body
+
+    def test_kpis_over_everything_match_the_events(self):
+        body = self.kpis()
+        close(self, body, summarize(self.events))
+        self.assertEqual(body["source"], "hourly")
+
+    def test_an_aligned_range_is_served_by_the_hourly_rollup(self):
+        start, end = BASE_TIME + timedelta(hours=2), BASE_TIME + timedelta(hours=5)
+        body = self.kpis(start=iso(start), end=iso(end), service="search")
+        close(self, body, summarize(select(self.events, start=start, end=end, service="search")))
+        self.assertEqual(body["source"], "hourly")
+
+    def test_an_unaligned_range_adds_the_partial_hours_from_the_raw_table(self):
+        start = BASE_TIME + timedelta(hours=1, minutes=17, seconds=3)
+        end = BASE_TIME + timedelta(hours=6, minutes=41, microseconds=5)
+        body = self.kpis(start=iso(start), end=iso(end))
+        close(self, body, summarize(select(self.events, start=start, end=end)))
+        self.assertEqual(body["source"], "hourly")
+
+    def test_a_range_inside_one_hour_is_read_from_the_raw_table(self):
+        start, end = BASE_TIME + timedelta(minutes=10), BASE_TIME + timedelta(minutes=50)
+        body = self.kpis(start=iso(start), end=iso(end))
+        close(self, body, summarize(select(self.events, start=start, end=end)))
+        self.assertEqual(body["source"], "raw")
+
+    def test_raw_only_filters_are_read_from_the_raw_table(self):
+        cases = [
+            ({"method": "post"}, lambda e: e["method"] == "POST"),
+            ({"status_code": "500,503"}, lambda e: e["status_code"] in (500, 503)),
+            ({"status_min": 400}, lambda e: e["status_code"] >= 400),
+            ({"latency_max": 20}, lambda e: e["latency_ms"] <= 20),
+            ({"user_ref": "user-3"}, lambda e: e["user_ref"] == "user-3"),
+            ({"trace_id": "trace-00007"}, lambda e: e["trace_id"] == "trace-00007"),
+            ({"search": "items"}, lambda e: "items" in e["endpoint"]),
+        ]
+        for params, predicate in cases:
+            body = self.kpis(**params)
+            close(self, body, summarize([e for e in self.events if predicate(e)]), params)
+            self.assertEqual(body["source"], "raw", params)
+
+    def test_an_empty_selection_has_zero_hits_and_null_latencies(self):
+        for params in ({"service": "nobody"}, {"service": "nobody", "method": "GET"}):
+            body = self.kpis(**params)
+            self.assertEqual({k: body[k] for k in KEYS}, {
+                "hits": 0, "errors": 0, "error_rate": 0.0, "avg_latency_ms": None,
+                "max_latency_ms": None, "p95_latency_ms": None,
+            })
+
+    def test_with_p95_false_skips_the_percentile(self):
+        body = self.kpis(with_p95="false")
+        self.assertIsNone(body["p95_latency_ms"])
+        self.assertEqual(body["hits"], len(self.events))
+
+    def test_bad_parameters_are_400s_naming_them(self):
+        for params in ({"with_p95": "maybe"}, {"start": "later"}, {"status_max": "big"}):
+            response = self.client.get(URL, params)
+            self.assertEqual(response.status_code, 400, params)
+            self.assertIn(next(iter(params)), response.json())
+
+
+class FastPathEqualsRawPathTests(TransactionTestCase):
+    """Random ranges and series: the rollup-served answer equals the raw one and the events'.
+
+    On TimescaleDB the first part of the data is materialized and the rest is real-time, so
+    both halves of the continuous aggregate are exercised.
+    """
+
+    def tearDown(self):
+        ApiRequest.objects.all().delete()
+        for relation, _ in ingest.ROLLUPS:
+            ingest.refresh_rollup(relation, None, None)
+
+    def test_fast_path_and_raw_path_give_the_same_numbers(self):
+        old = make_events(700, span=timedelta(hours=12), seed=21)
+        post_ingest(self.client, old)
+        for relation, _ in ingest.ROLLUPS:
+            ingest.refresh_rollup(relation, None, BASE_TIME + timedelta(hours=8))
+        new = make_events(500, start=BASE_TIME + timedelta(hours=6), span=timedelta(hours=10), seed=22)
+        post_ingest(self.client, new)
+        events = old + new
+        rng = random.Random(99)
+        for round_ in range(30):
+            params, exact = {}, {}
+            start = end = None
+            if rng.random() < 0.8:
+                start = BASE_TIME + timedelta(seconds=rng.randrange(-3600, 16 * 3600))
+                if rng.random() < 0.3:
+                    start = start.replace(minute=0, second=0)
+                params["start"] = iso(start)
+            if rng.random() < 0.8:
+                end = (start or BASE_TIME) + timedelta(seconds=rng.randrange(1, 14 * 3600))
+                params["end"] = iso(end)
+            for name, choices in (("service", ["checkout", "auth"]), ("endpoint", ["/cart", "/login"])):
+                if rng.random() < 0.4:
+                    exact[name] = params[name] = rng.choice(choices)
+            want = summarize(select(events, start=start, end=end, **exact))
+            fast = self.client.get(URL, params).json()
+            raw = self.client.get(URL, {**params, "status_min": 100}).json()  # same rows, raw path
+            self.assertEqual(raw["source"], "raw")
+            close(self, fast, want, f"fast {round_} {params}")
+            close(self, raw, want, f"raw {round_} {params}")
+            top_fast = self.client.get("/api/requests/top-endpoints/", {**params, "limit": 1000}).json()
+            top_raw = self.client.get("/api/requests/top-endpoints/",
+                                      {**params, "limit": 1000, "status_min": 100}).json()
+            self.assertEqual([(r["service"], r["endpoint"], r["hits"], r["errors"]) for r in top_fast["results"]],
+                             [(r["service"], r["endpoint"], r["hits"], r["errors"]) for r in top_raw["results"]])
+            for a, b in zip(top_fast["results"], top_raw["results"], strict=True):
+                self.assertAlmostEqual(a["avg_latency_ms"], b["avg_latency_ms"], delta=1e-9 * b["avg_latency_ms"])
+                self.assertEqual(a["max_latency_ms"], b["max_latency_ms"])

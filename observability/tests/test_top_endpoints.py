@@ -1,0 +1,93 @@
+from collections import defaultdict
+from datetime import timedelta
+
+from django.test import TestCase
+
+from observability import ingest
+from observability.tests.utils import BASE_TIME, iso, make_event, make_events, parse_time, summarize
+
+URL = "/api/requests/top-endpoints/"
+SORT_KEYS = ("hits", "errors", "error_rate", "avg_latency_ms", "max_latency_ms", "p95_latency_ms")
+
+
+def ranking(events, sort="hits", order="desc", limit=10):
+    """Series ranked as the contract says, computed from the events."""
+    groups = defaultdict(list)
+    for e in events:
+        groups[(e["service"], e["endpoint"])].append(e)
+    rows = [{"service": s, "endpoint": ep, **summarize(g)} for (s, ep), g in groups.items()]
+    rows.sort(key=lambda r: (r["service"], r["endpoint"]))
+    rows.sort(key=lambda r: r[sort], reverse=order == "desc")
+    return rows[:limit]
+
+
+class TopEndpointsTests(TestCase):
+    @classmethod
+    def setUpTestData(cls):
+        cls.events = make_events(900, span=timedelta(hours=8), seed=17)
+        # Two series with identical numbers, to check the tie-break.
+        cls.events += [make_event(service="b-tie", endpoint="/same", trace_id="t1"),
+                       make_event(service="a-tie", endpoint="/same", trace_id="t2")]
+        ingest.ingest_events(list(cls.events), strict=True)
+
+    def top(self, **params):
+        response = self.client.get(URL, params)
+        self.assertEqual(response.status_code, 200, response.content)
+        return response.json()
+
+    def assert_ranked(self, got, want, with_p95):
+        self.assertEqual([(r["service"], r["endpoint"]) for r in got],
+                         [(r["service"], r["endpoint"]) for r in want])
+        keys = {"service", "endpoint", "hits", "errors", "error_rate", "avg_latency_ms", "max_latency_ms"}
+        for g, w in zip(got, want, strict=True):
+            self.assertEqual(set(g), keys | ({"p95_latency_ms"} if with_p95 else set()))
+            self.assertEqual((g["hits"], g["errors"]), (w["hits"], w["errors"]))
+            for key in keys - {"service", "endpoint", "hits", "errors"} | ({"p95_latency_ms"} if with_p95 else set()):
+                self.assertAlmostEqual(g[key], w[key], delta=1e-9 * max(1, abs(w[key])), msg=key)
+
+    def test_the_default_is_the_ten_busiest_series_without_p95(self):
+        body = self.top()
+        self.assertEqual(set(body), {"results", "source"})
+        self.assertEqual(body["source"], "hourly")
+        self.assert_ranked(body["results"], ranking(self.events), with_p95=False)
+
+    def test_every_sort_key_in_both_orders(self):
+        for sort in SORT_KEYS:
+            for order in ("desc", "asc"):
+                body = self.top(sort=sort, order=order, limit=1000)
+                self.assert_ranked(body["results"], ranking(self.events, sort, order, 1000),
+                                   with_p95=sort == "p95_latency_ms")
+
+    def test_ties_are_broken_by_service_then_endpoint(self):
+        rows = self.top(sort="hits", order="asc", limit=1000)["results"]
+        ties = [(r["service"], r["endpoint"]) for r in rows if r["hits"] == 1]
+        self.assertEqual(ties[:2], [("a-tie", "/same"), ("b-tie", "/same")])
+
+    def test_with_p95_adds_the_exact_percentile(self):
+        body = self.top(with_p95="true", limit=3)
+        self.assert_ranked(body["results"], ranking(self.events, limit=3), with_p95=True)
+
+    def test_filters_apply_and_raw_only_filters_switch_the_source(self):
+        start, end = BASE_TIME + timedelta(hours=1, minutes=30), BASE_TIME + timedelta(hours=5)
+        chosen = [e for e in self.events if start <= parse_time(e["time"]) < end]
+        body = self.top(start=iso(start), end=iso(end), limit=1000)
+        self.assertEqual(body["source"], "hourly")
+        self.assert_ranked(body["results"], ranking(chosen, limit=1000), with_p95=False)
+        body = self.top(status_min=500, sort="errors", with_p95="true")
+        self.assertEqual(body["source"], "raw")
+        errors = [e for e in self.events if e["status_code"] >= 500]
+        self.assert_ranked(body["results"], ranking(errors, sort="errors"), with_p95=True)
+
+    def test_limit_cuts_the_list(self):
+        self.assertEqual(len(self.top(limit=2)["results"]), 2)
+        self.assertEqual(len(self.top(limit=1000)["results"]), len(ranking(self.events, limit=1000)))
+
+    def test_an_empty_selection_is_an_empty_list(self):
+        self.assertEqual(self.top(service="nobody")["results"], [])
+
+    def test_bad_parameters_are_400s_naming_them(self):
+        for params in ({"sort": "latency"}, {"order": "up"}, {"limit": "0"}, {"limit": "1001"},
+                       {"limit": "ten"}, {"with_p95": "perhaps"}, {"status_code": "x"}):
+            response = self.client.get(URL, params)
+            self.assertEqual(response.status_code, 400, params)
+            self.assertIn(next(iter(params)), response.json())
