@@ -26,7 +26,7 @@ lint:
 	@$(VENV_PY) "$$PY" -m ruff check .
 
 bench-ingest:  ## ingest throughput vs raw COPY vs naive DRF (gunicorn on loopback, PostgreSQL)
-	@$(VENV_PY) "$$PY" scripts/bench_ingest.py $(ARGS)
+	@$(VENV_PY) scripts/with_postgres.sh "$$PY" scripts/bench_ingest.py $(ARGS)
 
 up:  ## docker: build and start db + web
 	$(COMPOSE) up --build -d

@@ -60,10 +60,13 @@ class ApiRequestViewSet(viewsets.ModelViewSet):
                 status=status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
             )
         try:
-            events = ingest.parse_batch(ingest.read_body(request._request))
+            raw = ingest.read_body(request._request)
+            escape = ingest.needs_copy_escaping(raw)
+            events = ingest.parse_batch(raw)
         except ingest.BatchError as exc:
             return Response({"detail": exc.detail}, status=exc.status)
-        result = ingest.ingest_events(events, strict=strict)
+        del raw  # the decoded events are all that is needed from here on
+        result = ingest.ingest_events(events, strict=strict, escape=escape)
         if strict:
             code = status.HTTP_400_BAD_REQUEST if result.rejected else status.HTTP_201_CREATED
         else:

@@ -96,3 +96,12 @@ class BadFieldTests(TestCase):
         self.assertEqual(set(errors), {"time", "service", "endpoint", "method", "status_code",
                                        "latency_ms"})
         self.assertEqual(errors["time"], ["This field is required."])
+
+
+class CopyEscapingTests(TestCase):
+    def test_only_a_body_with_a_backslash_can_need_copy_escaping(self):
+        from observability.ingest import needs_copy_escaping
+
+        self.assertFalse(needs_copy_escaping(json.dumps([make_event(endpoint="/a b/'quoted'")]).encode()))
+        for text in ("tab\t", "line\n", "cr\r", "back\\slash", "nul\x00", "\ud800"):
+            self.assertTrue(needs_copy_escaping(json.dumps([make_event(endpoint=text)]).encode()), text)

@@ -31,8 +31,8 @@ class StrictIngestTests(TestCase):
         # the batch, so earlier rows were already sent when the error comes.
         real = ingest.validate_event
 
-        def sneak(event):
-            row = real(event)
+        def sneak(event, **kwargs):
+            row = real(event, **kwargs)
             return row[:4] + (999,) + row[5:] if event.get("trace_id") == "trace-00900" else row
 
         self.client.raise_request_exception = False

@@ -83,3 +83,13 @@ class ValidIngestTests(TestCase):
         post_ingest(self.client, [make_event(time="2026-03-02T12:00:00.123456+02:00")])
         self.assertEqual(ApiRequest.objects.get().time,
                          BASE_TIME + timedelta(microseconds=123456))
+
+    def test_every_accepted_spelling_of_a_time_stores_the_same_instant(self):
+        spellings = ["2026-03-02T10:00:00Z", "2026-03-02 10:00:00", "2026-03-02T10:00:00.000+00:00",
+                     "2026-03-02T11:00:00+01:00", "2026-03-02T04:30:00-05:30", "20260302T100000Z",
+                     "2026-03-02T10:00Z", "2026-03-02T10:00:00.0000001Z"]
+        events = [make_event(time=text, trace_id=str(i)) for i, text in enumerate(spellings)]
+        response = post_ingest(self.client, events, strict=True)
+        self.assertEqual(response.status_code, 201, response.content)
+        for i, text in enumerate(spellings):
+            self.assertEqual(ApiRequest.objects.get(trace_id=str(i)).time, BASE_TIME, text)

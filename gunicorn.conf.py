@@ -1,0 +1,28 @@
+"""Gunicorn settings, every one overridable from the environment (see .env.example)."""
+
+import multiprocessing
+import os
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "")
+    try:
+        return int(raw) if raw.strip() else default
+    except ValueError:
+        raise SystemExit(f"{name} must be an integer, got {raw!r}") from None
+
+
+bind = os.environ.get("GUNICORN_BIND", f"0.0.0.0:{_int('PORT', 8000)}")
+workers = _int("GUNICORN_WORKERS", multiprocessing.cpu_count() * 2 + 1)
+threads = _int("GUNICORN_THREADS", 1)
+timeout = _int("GUNICORN_TIMEOUT", 60)
+graceful_timeout = _int("GUNICORN_GRACEFUL_TIMEOUT", 30)
+keepalive = _int("GUNICORN_KEEPALIVE", 5)
+# Recycle workers now and then so a slow leak can never take a node down.
+max_requests = _int("GUNICORN_MAX_REQUESTS", 2000)
+max_requests_jitter = _int("GUNICORN_MAX_REQUESTS_JITTER", 200)
+accesslog = os.environ.get("GUNICORN_ACCESSLOG", "-") or None  # empty: no access log
+errorlog = "-"
+loglevel = os.environ.get("GUNICORN_LOGLEVEL", "info")
+# /dev/shm keeps the worker heartbeat off a possibly slow container disk.
+worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None

@@ -1,0 +1,280 @@
+#!/usr/bin/env python
+"""Ingest throughput: POST /api/requests/ingest/ beside raw COPY and a naive DRF path.
+
+Starts gunicorn on loopback against DATABASE_URL (PostgreSQL; `make bench-ingest` starts a
+throwaway cluster when none is given), then, each time into the same freshly truncated table:
+
+  1. raw COPY of the rows, B at a time, one transaction each: the physical limit;
+  2. the endpoint, N events in batches of B;
+  3. a naive DRF ListSerializer + bulk_create endpoint: the baseline.
+
+Prints events/s for each, the endpoint's ratio to COPY and to the naive path, and the peak
+RSS of the gunicorn workers. Figures also go to reports/bench_ingest.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import io
+import json
+import os
+import platform
+import random
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+COPY, ENDPOINT, NAIVE = "raw COPY (limit)", "POST /api/requests/ingest/", "naive DRF + bulk_create"
+sys.path.insert(0, str(ROOT))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_events(n: int, seed: int) -> list[dict]:
+    """Realistic events over the last few hours (above every aggregate's watermark)."""
+    rng = random.Random(seed)
+    now = datetime.now(UTC)
+    services = [f"svc-{i}" for i in range(20)]
+    endpoints = [f"/api/v1/resource-{i}/{{id}}" for i in range(50)]
+    events = []
+    for _ in range(n):
+        events.append({
+            "time": (now - timedelta(seconds=rng.random() * 6 * 3600)).isoformat(),
+            "service": rng.choice(services),
+            "endpoint": rng.choice(endpoints),
+            "method": rng.choice(("GET", "GET", "GET", "POST", "PUT", "DELETE")),
+            "status_code": rng.choice((200, 200, 200, 200, 201, 204, 404, 500)),
+            "latency_ms": round(rng.lognormvariate(3.2, 0.9), 3),
+            "trace_id": f"{rng.getrandbits(64):016x}",
+            "user_ref": f"user-{rng.randrange(5000)}",
+        })
+    return events
+
+
+def batches(items: list, size: int) -> list[list]:
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+def run_parallel(jobs: list, worker, concurrency: int) -> float:
+    """Run worker(job) over jobs with `concurrency` threads; wall seconds."""
+    queue = list(reversed(jobs))
+    lock = threading.Lock()
+    failures: list[BaseException] = []
+
+    def loop():
+        state = {}
+        while True:
+            with lock:
+                if not queue or failures:
+                    return
+                job = queue.pop()
+            try:
+                worker(job, state)
+            except BaseException as exc:  # noqa: BLE001 - reported after the join
+                with lock:
+                    failures.append(exc)
+                return
+
+    threads = [threading.Thread(target=loop) for _ in range(concurrency)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if failures:
+        raise failures[0]
+    return time.perf_counter() - started
+
+
+def http_poster(port: int, path: str, expected: int):
+    def post(body: bytes, state: dict):
+        conn = state.get("conn")
+        if conn is None:
+            conn = state["conn"] = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+        conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+        response = conn.getresponse()
+        payload = response.read()
+        if response.status not in (200, 201):
+            raise RuntimeError(f"{path}: HTTP {response.status}: {payload[:300]!r}")
+        inserted = json.loads(payload)["inserted"]
+        if inserted != expected and inserted != body.count(b'"service"'):
+            raise RuntimeError(f"{path}: inserted {inserted}")
+    return post
+
+
+def worker_rss_kib(master_pid: int) -> list[int]:
+    """Peak RSS (VmHWM) of each gunicorn worker, in KiB."""
+    out = subprocess.run(["pgrep", "-P", str(master_pid)], capture_output=True, text=True).stdout
+    peaks = []
+    for pid in out.split():
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peaks.append(int(line.split()[1]))
+        except FileNotFoundError:
+            pass
+    return peaks
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-n", "--events", type=int, default=200_000, help="events per path (default 200000)")
+    parser.add_argument("-b", "--batch", type=int, default=5_000, help="events per request (default 5000)")
+    parser.add_argument("--concurrency", type=int, default=2, help="parallel clients (default 2)")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (default 2)")
+    parser.add_argument("--naive-events", type=int, default=None,
+                        help="events for the naive path (default: same as --events)")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="rounds of the three paths, interleaved; the median is reported (default 3)")
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+
+    url = os.environ.get("DATABASE_URL", "")
+    if not url.startswith(("postgres://", "postgresql://")):
+        print("bench_ingest: DATABASE_URL must point at PostgreSQL (make bench-ingest starts one).")
+        return 2
+    os.environ.setdefault("DJANGO_SECRET_KEY", "bench-only-not-a-secret")
+    os.environ["DJANGO_DEBUG"] = "0"
+    os.environ["DJANGO_SETTINGS_MODULE"] = "benchmarks.settings"
+    os.environ["APM_INGEST_MAX_EVENTS"] = str(max(args.batch, 10_000))
+
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+    from django.db import connection
+
+    from observability import db, ingest
+
+    call_command("migrate", verbosity=0)
+    database = db.describe()
+    table = "observability_apirequest"
+    hypertable = db.is_hypertable(table)
+
+    print(f"preparing {args.events} events ...", flush=True)
+    events = make_events(args.events, args.seed)
+    bodies = [json.dumps(chunk).encode() for chunk in batches(events, args.batch)]
+    naive_n = args.naive_events or args.events
+    naive_bodies = [json.dumps(chunk).encode() for chunk in batches(events[:naive_n], args.batch)]
+    rows = [ingest.validate_event(e) for e in events]
+    copy_texts = [ingest._CopySource(chunk).read_all() for chunk in batches(rows, args.batch)]
+    mb = sum(len(b) for b in bodies) / 1e6
+
+    def truncate():
+        with connection.cursor() as cursor:
+            cursor.execute(f"TRUNCATE {table}")
+
+    def count() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT count(*) FROM {table}")
+            return cursor.fetchone()[0]
+
+    port = free_port()
+    env = {**os.environ, "GUNICORN_BIND": f"127.0.0.1:{port}", "GUNICORN_WORKERS": str(args.workers),
+           "GUNICORN_ACCESSLOG": "", "GUNICORN_LOGLEVEL": "warning", "GUNICORN_MAX_REQUESTS": "0",
+           "GUNICORN_TIMEOUT": "300"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "apm_platform.wsgi:application"],
+        cwd=ROOT, env=env,
+    )
+    try:
+        for _ in range(200):
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            raise RuntimeError("gunicorn did not start")
+        # Warm up: imports, connections, first COPY.
+        run_parallel(bodies[:args.concurrency], http_poster(port, "/api/requests/ingest/", args.batch),
+                     args.concurrency)
+        run_parallel(naive_bodies[:args.concurrency], http_poster(port, "/bench/naive-ingest/", args.batch),
+                     args.concurrency)
+        base_rss = max(worker_rss_kib(server.pid) or [0])
+
+        timings: dict[str, list[float]] = {COPY: [], ENDPOINT: [], NAIVE: []}
+        peak_rss = base_rss
+
+        def copy_batch(text: str, state: dict):
+            import psycopg2
+
+            conn = state.get("conn")
+            if conn is None:
+                conn = state["conn"] = psycopg2.connect(url)
+            with conn, conn.cursor() as cursor:
+                cursor.copy_expert(f"COPY {table} ({', '.join(ingest.COLUMNS)}) FROM STDIN", io.StringIO(text))
+
+        # Interleaved rounds, each path into the same freshly truncated table, so drift in
+        # the machine's load touches every path alike; the median is reported.
+        for round_ in range(1, args.repeat + 1):
+            truncate()
+            timings[COPY].append(run_parallel(copy_texts, copy_batch, args.concurrency))
+            assert count() == args.events, "raw COPY lost rows"
+            truncate()
+            timings[ENDPOINT].append(run_parallel(
+                bodies, http_poster(port, "/api/requests/ingest/", args.batch), args.concurrency))
+            assert count() == args.events, "the endpoint lost rows"
+            peak_rss = max([peak_rss, *worker_rss_kib(server.pid)])
+            truncate()
+            timings[NAIVE].append(run_parallel(
+                naive_bodies, http_poster(port, "/bench/naive-ingest/", args.batch), args.concurrency))
+            assert count() == naive_n, "the naive path lost rows"
+            truncate()
+            print(f"round {round_}/{args.repeat}: " + ", ".join(
+                f"{name} {(naive_n if name == NAIVE else args.events) / t[-1]:,.0f}/s"
+                for name, t in timings.items()), flush=True)
+        results = {
+            name: (naive_n if name == NAIVE else args.events, statistics.median(t))
+            for name, t in timings.items()
+        }
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
+
+    limit = args.events / results[COPY][1]
+    endpoint = args.events / results[ENDPOINT][1]
+    naive = naive_n / results[NAIVE][1]
+    print()
+    print(f"database: {database} ({'hypertable' if hypertable else 'plain table'}), "
+          f"{args.events} events in batches of {args.batch} ({mb:.1f} MB of JSON), "
+          f"{args.concurrency} clients, {args.workers} gunicorn workers, {platform.processor() or platform.machine()}, "
+          f"{os.cpu_count()} cores")
+    print(f"median of {args.repeat} interleaved rounds")
+    print(f"{'path':<30} {'events':>9} {'seconds':>8} {'events/s':>10} {'vs COPY':>8}")
+    for name, (n, secs) in results.items():
+        print(f"{name:<30} {n:>9} {secs:>8.2f} {n / secs:>10.0f} {n / secs / limit:>8.0%}")
+    print(f"endpoint / raw COPY: {endpoint / limit:.0%} (target >= 65%)")
+    print(f"endpoint / naive:    {endpoint / naive:.1f}x (target >= 5x)")
+    print(f"peak gunicorn worker RSS: {peak_rss / 1024:.0f} MiB "
+          f"(after warm-up {base_rss / 1024:.0f} MiB; one {args.batch}-event body is "
+          f"{len(bodies[0]) / 1e6:.1f} MB)")
+    report = {
+        "when": datetime.now(UTC).isoformat(), "database": database, "hypertable": hypertable,
+        "events": args.events, "batch": args.batch, "concurrency": args.concurrency, "workers": args.workers,
+        "cores": os.cpu_count(),
+        "repeat": args.repeat,
+        "paths": {name: {"events": n, "median_seconds": secs, "events_per_s": n / secs,
+                         "all_seconds": timings[name]} for name, (n, secs) in results.items()},
+        "endpoint_vs_copy": endpoint / limit, "endpoint_vs_naive": endpoint / naive,
+        "peak_worker_rss_mib": peak_rss / 1024,
+    }
+    (ROOT / "reports").mkdir(exist_ok=True)
+    (ROOT / "reports" / "bench_ingest.json").write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
