@@ -1,0 +1,152 @@
+"""A real gunicorn on a loopback port, DEBUG off: health, the API, static files, a dead DB."""
+
+import http.client
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from django.test import SimpleTestCase
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Gunicorn:
+    """gunicorn serving the project on 127.0.0.1 with the given environment."""
+
+    def __init__(self, env: dict):
+        self.port = free_port()
+        self.env = {
+            **os.environ, "DJANGO_DEBUG": "0", "DJANGO_SECRET_KEY": "server-test-" + "x" * 50,
+            "DJANGO_ALLOWED_HOSTS": "127.0.0.1", "GUNICORN_BIND": f"127.0.0.1:{self.port}",
+            "GUNICORN_WORKERS": "1", "GUNICORN_ACCESSLOG": "", "GUNICORN_LOGLEVEL": "warning", **env,
+        }
+
+    def __enter__(self):
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "apm_platform.wsgi:application"],
+            cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                self.request("GET", "/api/health/")
+                return self
+            except OSError:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"gunicorn exited: {self.process.stderr.read().decode()}") from None
+                time.sleep(0.2)
+        raise RuntimeError("gunicorn did not answer in 30 s")
+
+    def __exit__(self, *exc):
+        self.process.terminate()
+        self.process.wait(timeout=30)
+        self.process.stderr.close()
+
+    def request(self, method, path, body=None, headers=None):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            response = conn.getresponse()
+            return response.status, dict(response.getheaders()), response.read()
+        finally:
+            conn.close()
+
+
+def manage(*args, env):
+    subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, check=True, capture_output=True,
+                   env={**os.environ, "DJANGO_DEBUG": "0", "DJANGO_SECRET_KEY": "x" * 60, **env})
+
+
+class RealServerTests(SimpleTestCase):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.tmp = tempfile.TemporaryDirectory()
+        # Its own SQLite database, whatever the suite runs on (APM_TIMESCALE=require would refuse it).
+        cls.env = {"DATABASE_URL": f"sqlite:///{cls.tmp.name}/server.sqlite3", "APM_TIMESCALE": "auto",
+                   "DJANGO_STATIC_ROOT": f"{cls.tmp.name}/static"}
+        manage("migrate", "--noinput", env=cls.env)
+        manage("collectstatic", "--noinput", env=cls.env)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.tmp.cleanup()
+        super().tearDownClass()
+
+    def test_gunicorn_serves_health_the_api_and_static_files_with_debug_off(self):
+        with Gunicorn(self.env) as server:
+            status, _, body = server.request("GET", "/api/health/?db=1")
+            self.assertEqual((status, json.loads(body)), (200, {"status": "ok", "db": "ok"}))
+
+            event = {"time": "2026-03-02T10:00:00Z", "service": "s", "endpoint": "/e", "method": "get",
+                     "status_code": 500, "latency_ms": 3.5}
+            status, _, body = server.request("POST", "/api/requests/ingest/?strict=true", json.dumps([event]),
+                                             {"Content-Type": "application/json"})
+            self.assertEqual((status, json.loads(body)), (201, {"inserted": 1, "rejected": 0, "errors": []}))
+            status, _, body = server.request("GET", "/api/requests/kpis/")
+            self.assertEqual(json.loads(body)["errors"], 1)
+
+            status, _, body = server.request("GET", "/nowhere/")
+            self.assertEqual((status, json.loads(body)), (404, {"detail": "Not found."}))
+
+            manifest = json.loads(Path(self.env["DJANGO_STATIC_ROOT"], "staticfiles.json").read_text())
+            name, hashed = next(iter(manifest["paths"].items()))
+            for path in (name, hashed):
+                status, headers, body = server.request("GET", f"/static/{path}")
+                self.assertEqual(status, 200, path)
+                self.assertEqual(body, Path(self.env["DJANGO_STATIC_ROOT"], path).read_bytes())
+            status, headers, _ = server.request("GET", f"/static/{hashed}")
+            self.assertIn("immutable", headers.get("Cache-Control", ""))
+
+    def test_health_with_db_answers_503_quickly_when_the_database_is_unreachable(self):
+        # A port that accepts connections and never answers: only the timeout can end the wait.
+        silent = socket.socket()
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        held = []
+        stop = threading.Event()
+
+        def accept():
+            silent.settimeout(0.2)
+            while not stop.is_set():
+                try:
+                    held.append(silent.accept()[0])
+                except OSError:
+                    pass
+
+        acceptor = threading.Thread(target=accept, daemon=True)
+        acceptor.start()
+        refused = free_port()
+        try:
+            for url in (f"postgres://apm@127.0.0.1:{refused}/apm",
+                        f"postgres://apm@127.0.0.1:{silent.getsockname()[1]}/apm"):
+                env = {**self.env, "DATABASE_URL": url, "DB_CONNECT_TIMEOUT": "2"}
+                with Gunicorn(env) as server:
+                    started = time.monotonic()
+                    status, headers, body = server.request("GET", "/api/health/?db=1")
+                    elapsed = time.monotonic() - started
+                    self.assertEqual(status, 503, url)
+                    self.assertTrue(headers["Content-Type"].startswith("application/json"))
+                    self.assertEqual(json.loads(body)["status"], "error")
+                    self.assertTrue(json.loads(body)["db"])
+                    self.assertLess(elapsed, 10, f"{url}: the DB check took {elapsed:.1f}s")
+                    status, _, body = server.request("GET", "/api/health/")
+                    self.assertEqual((status, json.loads(body)), (200, {"status": "ok"}))
+        finally:
+            stop.set()
+            acceptor.join()
+            for conn in held:
+                conn.close()
+            silent.close()
