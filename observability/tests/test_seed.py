@@ -1,0 +1,59 @@
+from datetime import UTC, datetime
+from io import StringIO
+
+from django.core.management import CommandError, call_command
+from django.test import TestCase
+
+from observability.models import ApiRequest
+
+END = "2026-03-01T00:00:00Z"
+
+
+def snapshot():
+    return list(ApiRequest.objects.order_by("trace_id", "time").values_list(
+        "time", "service", "endpoint", "method", "status_code", "latency_ms", "trace_id", "user_ref"))
+
+
+class SeedRequestsTests(TestCase):
+    def seed(self, *extra):
+        out = StringIO()
+        # --no-refresh: a TestCase is one transaction, where TimescaleDB refuses to refresh.
+        call_command("seed_requests", "--events", "3000", "--days", "2", "--end", END, "--batch", "1000",
+                     "--no-refresh", *extra, stdout=out)
+        return out.getvalue()
+
+    def test_the_same_seed_gives_the_same_rows_and_another_seed_others(self):
+        self.seed("--seed", "5")
+        first = snapshot()
+        ApiRequest.objects.all().delete()
+        self.seed("--seed", "5", "--batch", "700")
+        self.assertEqual(snapshot(), first)
+        ApiRequest.objects.all().delete()
+        self.seed("--seed", "6")
+        self.assertNotEqual(snapshot(), first)
+
+    def test_rows_are_valid_within_the_span_and_shaped_like_traffic(self):
+        out = self.seed()
+        self.assertIn("Seeded 3,000 events over 2 days", out)
+        self.assertIn("100.0%", out)
+        rows = snapshot()
+        self.assertEqual(len(rows), 3000)
+        end = datetime(2026, 3, 1, tzinfo=UTC)
+        self.assertTrue(all(end.replace(day=1, month=2, hour=0) <= r[0] < end for r in rows))
+        self.assertTrue(all(r[5] >= 0 and 100 <= r[4] <= 599 and r[3] in {"GET", "POST", "PUT", "DELETE"}
+                            for r in rows))
+        per_series = {}
+        for r in rows:
+            per_series[(r[1], r[2])] = per_series.get((r[1], r[2]), 0) + 1
+        busiest = sorted(per_series.values(), reverse=True)
+        self.assertGreater(busiest[0], 10 * (3000 / 1000))  # a hot endpoint, far above the mean
+        latencies = sorted(r[5] for r in rows)
+        self.assertGreater(latencies[-1], 5 * latencies[len(latencies) // 2])  # a slow tail
+        errors = sum(1 for r in rows if r[4] >= 500)
+        self.assertTrue(0 < errors < 300, errors)
+
+    def test_bad_sizes_are_refused(self):
+        with self.assertRaises(CommandError):
+            call_command("seed_requests", "--events", "-1", stdout=StringIO())
+        with self.assertRaises(CommandError):
+            call_command("seed_requests", "--end", "yesterday", stdout=StringIO())
