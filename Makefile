@@ -36,3 +36,9 @@ down:
 
 logs:
 	$(COMPOSE) logs -f
+
+bench:  ## query benchmark: API vs plain SQL on the raw table (ARGS="-n 10000000" for 10M events)
+	@$(VENV_PY) scripts/with_postgres.sh "$$PY" scripts/bench_queries.py $(ARGS)
+
+seed:  ## add realistic traffic to the configured database (ARGS="--events 100000")
+	@$(VENV_PY) DJANGO_DEBUG=$${DJANGO_DEBUG:-1} "$$PY" manage.py seed_requests $(ARGS)

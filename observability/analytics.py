@@ -13,10 +13,12 @@ from datetime import UTC, datetime, timedelta
 from django.db.models import Aggregate, Count, F, FloatField, Max, Q, QuerySet, Sum
 from django.db.models.functions import Cast
 
+from observability import db
 from observability.filters import ROLLUP_FILTERS
 from observability.models import ApiRequest, ApiRequestDaily, ApiRequestHourly
 
 HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
 SORT_KEYS = ("hits", "errors", "error_rate", "avg_latency_ms", "max_latency_ms", "p95_latency_ms")
 ROLLUP_COLUMNS = ("bucket", "service", "endpoint", "hits", "errors", "avg_latency_ms",
                   "max_latency_ms", "p95_latency_ms")
@@ -77,42 +79,62 @@ def daily_queryset() -> QuerySet:
 # --- Counts: from the hourly rollup where the filters allow, else from the raw table -------
 
 
-def _floor_hour(value: datetime) -> datetime:
-    value = value.astimezone(UTC)
-    return value.replace(minute=0, second=0, microsecond=0)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def _ceil_hour(value: datetime) -> datetime:
-    floor = _floor_hour(value)
-    return floor if floor == value else floor + HOUR
+def _floor(value: datetime, width: timedelta) -> datetime:
+    return _EPOCH + (value - _EPOCH) // width * width
 
 
-def _hourly_split(filters: dict) -> tuple[datetime | None, datetime | None, list[Q]] | None:
-    """Whole hours [lo, hi) for the rollup and Q()s for the raw edges, or None if none fit.
+def _ceil(value: datetime, width: timedelta) -> datetime:
+    floor = _floor(value, width)
+    return floor if floor == value else floor + width
 
-    `start` and `end` may fall inside an hour: those partial hours are read from the raw
-    table so the sum over both equals a scan of the raw table.
+
+def _rollup_plan(filters: dict) -> tuple[list[tuple[type, datetime | None, datetime | None]], list[Q]] | None:
+    """Pieces that cover [start, end) exactly: rollup ranges (model, lo, hi) and raw edges.
+
+    Whole days come from the daily rollup, the whole hours around them from the hourly one,
+    and the partial hours at the edges of an unaligned range from the raw table, so the sum
+    over the pieces equals a scan of the raw table. None when not one whole hour fits.
     """
     start, end = filters.get("start"), filters.get("end")
-    lo = _ceil_hour(start) if start is not None else None
-    hi = _floor_hour(end) if end is not None else None
-    if lo is not None and hi is not None and lo >= hi:
-        return None  # not one whole hour inside the range
+    hour_lo = _ceil(start, HOUR) if start is not None else None
+    hour_hi = _floor(end, HOUR) if end is not None else None
+    if hour_lo is not None and hour_hi is not None and hour_lo >= hour_hi:
+        return None
+    day_lo = _ceil(start, DAY) if start is not None else None
+    day_hi = _floor(end, DAY) if end is not None else None
+    cutoff = db.rollup_cutoff("apirequest_daily")
+    if cutoff is not None:
+        # Days past the daily aggregate's watermark would be aggregated from raw events at
+        # query time (real-time aggregation): read them from the hourly one instead.
+        day_hi = cutoff if day_hi is None else min(day_hi, cutoff)
+    use_days = (day_hi is None or day_lo is None or day_lo < day_hi) and day_hi != db.NOTHING_MATERIALIZED
+    if not use_days:
+        pieces = [(ApiRequestHourly, hour_lo, hour_hi)]
+    else:
+        # A month is read as 30 daily rows per series instead of 720 hourly ones.
+        pieces = [(ApiRequestDaily, day_lo, day_hi)]
+        if hour_lo is not None and hour_lo < day_lo:
+            pieces.append((ApiRequestHourly, hour_lo, day_lo))
+        if day_hi is not None and (hour_hi is None or day_hi < hour_hi):
+            pieces.append((ApiRequestHourly, day_hi, hour_hi))
     edges = []
-    if start is not None and start < lo:
-        edges.append(Q(time__gte=start, time__lt=lo))
-    if end is not None and hi < end:
-        edges.append(Q(time__gte=hi, time__lt=end))
-    return lo, hi, edges
+    if start is not None and start < hour_lo:
+        edges.append(Q(time__gte=start, time__lt=hour_lo))
+    if end is not None and hour_hi < end:
+        edges.append(Q(time__gte=hour_hi, time__lt=end))
+    return pieces, edges
 
 
 def _series_filter(filters: dict) -> dict:
     return {name: filters[name] for name in ("service", "endpoint") if filters.get(name)}
 
 
-def _hourly_part(filters: dict, lo, hi) -> QuerySet:
-    # Served by apirequest_hourly (continuous aggregate on TimescaleDB).
-    qs = ApiRequestHourly.objects.filter(**_series_filter(filters))
+def _rollup_part(filters: dict, model, lo, hi) -> QuerySet:
+    # Served by apirequest_hourly / apirequest_daily (continuous aggregates on TimescaleDB).
+    qs = model.objects.filter(**_series_filter(filters))
     if lo is not None:
         qs = qs.filter(bucket__gte=lo)
     if hi is not None:
@@ -175,13 +197,13 @@ def _shape(counts: dict) -> dict:
 
 def kpis(*, queryset: QuerySet, filters: dict, used_filters: set[str], with_p95: bool) -> dict:
     """hits, errors, error_rate, avg/max/p95 latency and the source of the counts."""
-    split = _hourly_split(filters) if can_use_rollup(used_filters) else None
-    if split is not None:
-        lo, hi, edges = split
-        counts = _combine([
-            _hourly_part(filters, lo, hi).aggregate(**_ROLLUP_COUNTS),
-            _raw_edges(filters, edges).aggregate(**_RAW_COUNTS) if edges else _combine([]),
-        ])
+    plan = _rollup_plan(filters) if can_use_rollup(used_filters) else None
+    if plan is not None:
+        pieces, edges = plan
+        parts = [_rollup_part(filters, *piece).aggregate(**_ROLLUP_COUNTS) for piece in pieces]
+        if edges:
+            parts.append(_raw_edges(filters, edges).aggregate(**_RAW_COUNTS))
+        counts = _combine(parts)
         source = "hourly"
     else:
         counts = _combine([queryset.order_by().aggregate(**_RAW_COUNTS)])
@@ -213,10 +235,10 @@ def top_endpoints(
     if sort not in SORT_KEYS:
         raise ValueError(f"Unknown sort key {sort!r}.")
     with_p95 = with_p95 or sort == "p95_latency_ms"
-    split = _hourly_split(filters) if can_use_rollup(used_filters) else None
-    if split is not None:
-        lo, hi, edges = split
-        parts = [_per_series(_hourly_part(filters, lo, hi), _ROLLUP_COUNTS)]
+    plan = _rollup_plan(filters) if can_use_rollup(used_filters) else None
+    if plan is not None:
+        pieces, edges = plan
+        parts = [_per_series(_rollup_part(filters, *piece), _ROLLUP_COUNTS) for piece in pieces]
         if edges:
             parts.append(_per_series(_raw_edges(filters, edges), _RAW_COUNTS))
         keys = set().union(*parts)

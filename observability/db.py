@@ -5,6 +5,8 @@ Everything else reads the same relations (`observability_apirequest`, `apireques
 aggregates need to know whether TimescaleDB is behind them.
 """
 
+from datetime import UTC, datetime
+
 from django.conf import settings
 from django.db import connection as default_connection
 
@@ -134,3 +136,15 @@ def cagg_watermark(name: str, connection=default_connection):
     if row is None or row[0] is None:
         return None
     return row[0]
+
+
+NOTHING_MATERIALIZED = datetime(1, 1, 1, tzinfo=UTC)
+
+
+def rollup_cutoff(name: str, connection=default_connection) -> datetime | None:
+    """Where reading `name` stops being cheap: a continuous aggregate's watermark (buckets
+    after it are aggregated from raw events at query time), or None for a plain view, where
+    every bucket costs the same."""
+    if not rollups_are_continuous(connection):
+        return None
+    return cagg_watermark(name, connection) or NOTHING_MATERIALIZED

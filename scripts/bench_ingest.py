@@ -21,8 +21,6 @@ import json
 import os
 import platform
 import random
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,11 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 COPY, ENDPOINT, NAIVE = "raw COPY (limit)", "POST /api/requests/ingest/", "naive DRF + bulk_create"
 sys.path.insert(0, str(ROOT))
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from benchmarks.support import Gunicorn  # noqa: E402
 
 
 def make_events(n: int, seed: int) -> list[dict]:
@@ -181,23 +175,8 @@ def main() -> int:
             cursor.execute(f"SELECT count(*) FROM {table}")
             return cursor.fetchone()[0]
 
-    port = free_port()
-    env = {**os.environ, "GUNICORN_BIND": f"127.0.0.1:{port}", "GUNICORN_WORKERS": str(args.workers),
-           "GUNICORN_ACCESSLOG": "", "GUNICORN_LOGLEVEL": "warning", "GUNICORN_MAX_REQUESTS": "0",
-           "GUNICORN_TIMEOUT": "300"}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "apm_platform.wsgi:application"],
-        cwd=ROOT, env=env,
-    )
-    try:
-        for _ in range(200):
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                    break
-            except OSError:
-                time.sleep(0.1)
-        else:
-            raise RuntimeError("gunicorn did not start")
+    with Gunicorn({"DJANGO_DEBUG": "0"}, workers=args.workers, settings="benchmarks.settings") as server:
+        port = server.port
         # Warm up: imports, connections, first COPY.
         run_parallel(bodies[:args.concurrency], http_poster(port, "/api/requests/ingest/", args.batch),
                      args.concurrency)
@@ -240,9 +219,6 @@ def main() -> int:
             name: (naive_n if name == NAIVE else args.events, statistics.median(t))
             for name, t in timings.items()
         }
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=30)
 
     limit = args.events / results[COPY][1]
     endpoint = args.events / results[ENDPOINT][1]

@@ -113,24 +113,29 @@ class FastPathEqualsRawPathTests(TransactionTestCase):
             ingest.refresh_rollup(relation, None, None)
 
     def test_fast_path_and_raw_path_give_the_same_numbers(self):
-        old = make_events(700, span=timedelta(hours=12), seed=21)
+        # Four days of older data (materialized on TimescaleDB up to day 3), then a day of
+        # newer data: ranges mix whole days, whole hours and partial hours on both sides.
+        old = make_events(900, start=BASE_TIME - timedelta(days=3), span=timedelta(days=4), seed=21)
         post_ingest(self.client, old)
         for relation, _ in ingest.ROLLUPS:
-            ingest.refresh_rollup(relation, None, BASE_TIME + timedelta(hours=8))
-        new = make_events(500, start=BASE_TIME + timedelta(hours=6), span=timedelta(hours=10), seed=22)
+            ingest.refresh_rollup(relation, None, BASE_TIME)
+        new = make_events(500, start=BASE_TIME + timedelta(hours=6), span=timedelta(days=1), seed=22)
         post_ingest(self.client, new)
         events = old + new
         rng = random.Random(99)
-        for round_ in range(30):
+        first = BASE_TIME - timedelta(days=3, hours=2)
+        for round_ in range(40):
             params, exact = {}, {}
             start = end = None
-            if rng.random() < 0.8:
-                start = BASE_TIME + timedelta(seconds=rng.randrange(-3600, 16 * 3600))
+            if rng.random() < 0.85:
+                start = first + timedelta(seconds=rng.randrange(5 * 86400))
                 if rng.random() < 0.3:
-                    start = start.replace(minute=0, second=0)
+                    start = start.replace(minute=0, second=0, hour=0 if rng.random() < 0.5 else start.hour)
                 params["start"] = iso(start)
-            if rng.random() < 0.8:
-                end = (start or BASE_TIME) + timedelta(seconds=rng.randrange(1, 14 * 3600))
+            if rng.random() < 0.85:
+                end = (start or first) + timedelta(seconds=rng.randrange(1, 4 * 86400))
+                if rng.random() < 0.3:
+                    end = end.replace(minute=0, second=0, hour=0 if rng.random() < 0.5 else end.hour)
                 params["end"] = iso(end)
             for name, choices in (("service", ["checkout", "auth"]), ("endpoint", ["/cart", "/login"])):
                 if rng.random() < 0.4:
@@ -149,3 +154,38 @@ class FastPathEqualsRawPathTests(TransactionTestCase):
             for a, b in zip(top_fast["results"], top_raw["results"], strict=True):
                 self.assertAlmostEqual(a["avg_latency_ms"], b["avg_latency_ms"], delta=1e-9 * b["avg_latency_ms"])
                 self.assertEqual(a["max_latency_ms"], b["max_latency_ms"])
+
+
+class RollupPlanTests(TestCase):
+    """How a range is cut into rollup pieces and raw edges (no TimescaleDB watermark here)."""
+
+    def test_an_unaligned_multi_day_range_uses_days_hours_and_raw_edges(self):
+        from unittest import mock
+
+        from observability import analytics
+        from observability.models import ApiRequestDaily, ApiRequestHourly
+
+        start = BASE_TIME.replace(hour=20, minute=30)       # 2026-03-02 20:30
+        end = BASE_TIME + timedelta(days=3, hours=-6, minutes=15)  # 2026-03-05 04:15
+        with mock.patch.object(analytics.db, "rollup_cutoff", return_value=None):
+            pieces, edges = analytics._rollup_plan({"start": start, "end": end})
+        day = BASE_TIME.replace(hour=0)
+        self.assertEqual(pieces, [
+            (ApiRequestDaily, day + timedelta(days=1), day + timedelta(days=3)),
+            (ApiRequestHourly, start.replace(hour=21, minute=0), day + timedelta(days=1)),
+            (ApiRequestHourly, day + timedelta(days=3), end.replace(minute=0)),
+        ])
+        self.assertEqual(len(edges), 2)
+
+    def test_days_past_the_daily_watermark_are_read_from_the_hourly_rollup(self):
+        from unittest import mock
+
+        from observability import analytics
+        from observability.models import ApiRequestDaily, ApiRequestHourly
+
+        day = BASE_TIME.replace(hour=0)
+        with mock.patch.object(analytics.db, "rollup_cutoff", return_value=day + timedelta(days=2)):
+            pieces, edges = analytics._rollup_plan({"start": day, "end": day + timedelta(days=5)})
+        self.assertEqual(pieces, [(ApiRequestDaily, day, day + timedelta(days=2)),
+                                  (ApiRequestHourly, day + timedelta(days=2), day + timedelta(days=5))])
+        self.assertEqual(edges, [])

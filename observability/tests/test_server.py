@@ -1,6 +1,5 @@
 """A real gunicorn on a loopback port, DEBUG off: health, the API, static files, a dead DB."""
 
-import http.client
 import json
 import os
 import socket
@@ -13,55 +12,13 @@ from pathlib import Path
 
 from django.test import SimpleTestCase
 
-ROOT = Path(__file__).resolve().parents[2]
+from benchmarks.support import ROOT, Gunicorn, free_port
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Gunicorn:
-    """gunicorn serving the project on 127.0.0.1 with the given environment."""
-
-    def __init__(self, env: dict):
-        self.port = free_port()
-        self.env = {
-            **os.environ, "DJANGO_DEBUG": "0", "DJANGO_SECRET_KEY": "server-test-" + "x" * 50,
-            "DJANGO_ALLOWED_HOSTS": "127.0.0.1", "GUNICORN_BIND": f"127.0.0.1:{self.port}",
-            "GUNICORN_WORKERS": "1", "GUNICORN_ACCESSLOG": "", "GUNICORN_LOGLEVEL": "warning", **env,
-        }
-
-    def __enter__(self):
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "apm_platform.wsgi:application"],
-            cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                self.request("GET", "/api/health/")
-                return self
-            except OSError:
-                if self.process.poll() is not None:
-                    raise RuntimeError(f"gunicorn exited: {self.process.stderr.read().decode()}") from None
-                time.sleep(0.2)
-        raise RuntimeError("gunicorn did not answer in 30 s")
-
-    def __exit__(self, *exc):
-        self.process.terminate()
-        self.process.wait(timeout=30)
-        self.process.stderr.close()
-
-    def request(self, method, path, body=None, headers=None):
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        try:
-            conn.request(method, path, body=body, headers=headers or {})
-            response = conn.getresponse()
-            return response.status, dict(response.getheaders()), response.read()
-        finally:
-            conn.close()
+def serve(env: dict) -> Gunicorn:
+    """gunicorn with DEBUG off, answering to 127.0.0.1 only."""
+    return Gunicorn({"DJANGO_DEBUG": "0", "DJANGO_SECRET_KEY": "server-test-" + "x" * 50,
+                     "DJANGO_ALLOWED_HOSTS": "127.0.0.1", **env})
 
 
 def manage(*args, env):
@@ -86,7 +43,7 @@ class RealServerTests(SimpleTestCase):
         super().tearDownClass()
 
     def test_gunicorn_serves_health_the_api_and_static_files_with_debug_off(self):
-        with Gunicorn(self.env) as server:
+        with serve(self.env) as server:
             status, _, body = server.request("GET", "/api/health/?db=1")
             self.assertEqual((status, json.loads(body)), (200, {"status": "ok", "db": "ok"}))
 
@@ -133,7 +90,7 @@ class RealServerTests(SimpleTestCase):
             for url in (f"postgres://apm@127.0.0.1:{refused}/apm",
                         f"postgres://apm@127.0.0.1:{silent.getsockname()[1]}/apm"):
                 env = {**self.env, "DATABASE_URL": url, "DB_CONNECT_TIMEOUT": "2"}
-                with Gunicorn(env) as server:
+                with serve(env) as server:
                     started = time.monotonic()
                     status, headers, body = server.request("GET", "/api/health/?db=1")
                     elapsed = time.monotonic() - started

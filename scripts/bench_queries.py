@@ -1,0 +1,310 @@
+#!/usr/bin/env python
+"""Query benchmark: every analytics path through the API beside plain SQL on the raw table.
+
+Against DATABASE_URL (PostgreSQL; `make bench` starts a throwaway cluster with TimescaleDB
+preloaded where it is installed, `APM_TIMESCALE=off make bench` for plain PostgreSQL):
+
+  1. seeds N events over 30 days with `seed_requests` (skip with --no-seed);
+  2. serves the app with gunicorn on loopback;
+  3. for windows of 1 h, 24 h, 7 d and 30 d ending at the data's end, and for each query,
+     checks that the API and the baseline SQL return the same numbers, then times both
+     (median and p95 over --calls calls, at least 3 calls and fewer only when one side's
+     calls exceed --budget seconds in all: the table says how many ran);
+  4. on TimescaleDB, times a rollup refresh after one new hour of data and after 1% late
+     data spread over the previous 14 days.
+
+Results: reports/bench_queries.md (a table) and reports/bench_queries.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from urllib.parse import urlencode
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.support import Gunicorn  # noqa: E402
+
+WINDOWS = {"1h": timedelta(hours=1), "24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
+SERVICE = "svc-000"  # the busiest service
+RAW = "observability_apirequest"
+
+
+# --- The queries: (name, API path + params, baseline SQL, how to compare) ---------------------
+
+
+def kpi_sql(extra: str = "", p95: bool = False) -> str:
+    return (
+        "SELECT count(*), count(*) FILTER (WHERE status_code >= 500), avg(latency_ms), max(latency_ms)"
+        + (", percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms)" if p95 else "")
+        + f" FROM {RAW} WHERE time >= %(start)s AND time < %(end)s {extra}"
+    )
+
+
+def top_sql(p95: bool) -> str:
+    return (
+        "SELECT service, endpoint, count(*) AS hits, count(*) FILTER (WHERE status_code >= 500),"
+        " avg(latency_ms), max(latency_ms)"
+        + (", percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms)" if p95 else "")
+        + f" FROM {RAW} WHERE time >= %(start)s AND time < %(end)s"
+        " GROUP BY service, endpoint ORDER BY hits DESC, service, endpoint LIMIT 10"
+    )
+
+
+def rollup_sql(width: str) -> str:
+    return (
+        f"SELECT date_bin(INTERVAL '{width}', time, TIMESTAMPTZ '2000-01-01') AS bucket, endpoint, count(*),"
+        " count(*) FILTER (WHERE status_code >= 500), avg(latency_ms), max(latency_ms),"
+        " percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms)"
+        f" FROM {RAW} WHERE service = %(service)s AND time >= %(start)s AND time < %(end)s"
+        " GROUP BY 1, 2 ORDER BY 1, 2 LIMIT 1000"
+    )
+
+
+KPI_KEYS = ("hits", "errors", "avg_latency_ms", "max_latency_ms")
+TOP_KEYS = ("service", "endpoint", "hits", "errors", "avg_latency_ms", "max_latency_ms")
+ROLLUP_KEYS = ("bucket", "endpoint", "hits", "errors", "avg_latency_ms", "max_latency_ms", "p95_latency_ms")
+
+QUERIES = [
+    ("kpis, rollup filters, no p95", "/api/requests/kpis/", {"with_p95": "false"}, kpi_sql(), "kpi", KPI_KEYS),
+    ("kpis, rollup filters, exact p95", "/api/requests/kpis/", {}, kpi_sql(p95=True), "kpi",
+     (*KPI_KEYS, "p95_latency_ms")),
+    ("kpis, raw-only filter (method=POST), no p95", "/api/requests/kpis/", {"method": "POST", "with_p95": "false"},
+     kpi_sql("AND method = 'POST'"), "kpi", KPI_KEYS),
+    ("top-endpoints, no p95", "/api/requests/top-endpoints/", {}, top_sql(False), "top", TOP_KEYS),
+    ("top-endpoints, exact p95", "/api/requests/top-endpoints/", {"with_p95": "true"}, top_sql(True), "top",
+     (*TOP_KEYS, "p95_latency_ms")),
+    (f"hourly, one service ({SERVICE})", "/api/requests/hourly/", {"service": SERVICE, "page_size": "1000"},
+     rollup_sql("1 hour"), "rollup", ROLLUP_KEYS),
+    (f"daily, one service ({SERVICE})", "/api/requests/daily/", {"service": SERVICE, "page_size": "1000"},
+     rollup_sql("1 day"), "rollup", ROLLUP_KEYS),
+]
+
+
+def api_rows(kind: str, body: dict, keys: tuple) -> list[tuple]:
+    if kind == "kpi":
+        return [tuple(body[k] for k in keys)]
+    rows = body["results"]
+    if kind == "rollup":
+        return [tuple(datetime.fromisoformat(r[k].replace("Z", "+00:00")) if k == "bucket" else r[k]
+                      for k in keys) for r in rows]
+    return [tuple(r[k] for k in keys) for r in rows]
+
+
+def same(a: list[tuple], b: list[tuple]) -> str | None:
+    """None when both row lists agree (floats to 1e-9 relative), else what differs."""
+    if len(a) != len(b):
+        return f"{len(a)} rows vs {len(b)}"
+    for i, (x, y) in enumerate(zip(a, b, strict=True)):
+        for u, v in zip(x, y, strict=True):
+            if isinstance(u, float) or isinstance(v, float):
+                if u is None or v is None:
+                    if u is not v:
+                        return f"row {i}: {x} vs {y}"
+                elif not math.isclose(u, v, rel_tol=1e-9, abs_tol=1e-9):
+                    return f"row {i}: {x} vs {y}"
+            elif u != v:
+                return f"row {i}: {x} vs {y}"
+    return None
+
+
+def ceil_to(value: datetime, width: timedelta) -> datetime:
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    steps = math.ceil((value - epoch) / width)
+    return epoch + steps * width
+
+
+def timed(fn, calls: int, budget: float) -> list[float]:
+    """Seconds per call: `calls` calls, or fewer (at least 3) once `budget` seconds are spent."""
+    times: list[float] = []
+    spent = 0.0
+    while len(times) < calls and (len(times) < 3 or spent < budget):
+        began = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - began)
+        spent += times[-1]
+    return times
+
+
+def p95(values: list[float]) -> float:
+    ordered = sorted(values)
+    rank = 0.95 * (len(ordered) - 1)
+    lo, hi = math.floor(rank), math.ceil(rank)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (rank - lo)
+
+
+def machine() -> str:
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+        mem = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
+                   if line.startswith("MemTotal"))
+        return f"{model}, {os.cpu_count()} cores, {mem / 1024 / 1024:.0f} GiB"
+    except (OSError, StopIteration):
+        return f"{model}, {os.cpu_count()} cores"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-n", "--events", type=int, default=1_000_000, help="events to seed (default 1,000,000)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--end", default="2026-11-01T00:00:00+00:00",
+                        help="end of the seeded 30 days and of every window (default 2026-11-01T00:00Z)")
+    parser.add_argument("--no-seed", action="store_true", help="use the data already in the database")
+    parser.add_argument("--calls", type=int, default=20, help="timed calls per query and side (default 20)")
+    parser.add_argument("--budget", type=float, default=60.0,
+                        help="seconds per query and side after which fewer calls are made (default 60)")
+    parser.add_argument("--windows", default="1h,24h,7d,30d", help="comma-separated (default 1h,24h,7d,30d)")
+    parser.add_argument("--output", default=str(ROOT / "reports" / "bench_queries"),
+                        help="path prefix of the .md and .json reports")
+    args = parser.parse_args()
+
+    url = os.environ.get("DATABASE_URL", "")
+    if not url.startswith(("postgres://", "postgresql://")):
+        print("bench_queries: DATABASE_URL must point at PostgreSQL (make bench starts one).")
+        return 2
+    os.environ.setdefault("DJANGO_SECRET_KEY", "bench-only-not-a-secret")
+    os.environ["DJANGO_DEBUG"] = "0"
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "apm_platform.settings")
+
+    import django
+
+    django.setup()
+    import psycopg2
+    from django.core.management import call_command
+    from django.db import connection
+
+    from observability import db, ingest
+
+    end = datetime.fromisoformat(args.end)
+    call_command("migrate", verbosity=0)
+    if not args.no_seed:
+        print(f"seeding {args.events:,} events ...", flush=True)
+        call_command("seed_requests", events=args.events, days=30, seed=args.seed, end=end)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT count(*) FROM {RAW}")
+        total = cursor.fetchone()[0]
+        cursor.execute(f"ANALYZE {RAW}")
+    database = db.describe()
+    continuous = db.rollups_are_continuous()
+    print(f"{database}: {total:,} events; rollups are "
+          f"{'continuous aggregates' if continuous else 'plain views'}", flush=True)
+
+    raw = psycopg2.connect(url)
+    raw.autocommit = True
+    results = []
+    with Gunicorn({"DJANGO_DEBUG": "0"}, workers=2) as server:
+        http = server.connection()
+        for label in args.windows.split(","):
+            start = end - WINDOWS[label]
+            for name, path, params, sql, kind, keys in QUERIES:
+                query = urlencode({**params, "start": start.isoformat(), "end": end.isoformat()})
+                bind = {"start": start, "end": end, "service": SERVICE}
+                if kind == "rollup":
+                    # The rollup endpoints filter on the bucket start: whole buckets from the
+                    # first one that starts at or after `start` to the last before `end`.
+                    width = timedelta(hours=1) if "hourly" in path else timedelta(days=1)
+                    bind.update(start=ceil_to(start, width), end=ceil_to(end, width))
+
+                def call_api(path=path, query=query):
+                    http.request("GET", f"{path}?{query}")
+                    response = http.getresponse()
+                    body = response.read()
+                    if response.status != 200:
+                        raise RuntimeError(f"{path}?{query}: HTTP {response.status} {body[:200]!r}")
+                    return json.loads(body)
+
+                def call_sql(sql=sql, bind=bind):
+                    with raw.cursor() as cursor:
+                        cursor.execute(sql, bind)
+                        return cursor.fetchall()
+
+                body = call_api()
+                difference = same(api_rows(kind, body, keys), [tuple(row) for row in call_sql()])
+                if difference:
+                    print(f"MISMATCH {label} {name}: {difference}")
+                    return 1
+                api_times = timed(call_api, args.calls, args.budget)
+                sql_times = timed(call_sql, args.calls, args.budget)
+                row = {
+                    "window": label, "query": name, "source": body.get("source", "rollup"),
+                    "api_median_ms": statistics.median(api_times) * 1000, "api_p95_ms": p95(api_times) * 1000,
+                    "api_calls": len(api_times),
+                    "sql_median_ms": statistics.median(sql_times) * 1000, "sql_p95_ms": p95(sql_times) * 1000,
+                    "sql_calls": len(sql_times),
+                }
+                row["speedup"] = row["sql_median_ms"] / row["api_median_ms"]
+                results.append(row)
+                print(f"{label:>4} {name:<45} API {row['api_median_ms']:9.1f} ms  SQL {row['sql_median_ms']:9.1f} ms"
+                      f"  x{row['speedup']:.1f}  ({len(api_times)}/{len(sql_times)} calls, same numbers)", flush=True)
+        http.close()
+
+    refreshes = []
+    if continuous:
+        hour_events = max(1, total // (30 * 24))
+        late_events = max(1, total // 100)
+        for what, options in (
+            (f"one new hour ({hour_events:,} events)",
+             {"events": hour_events, "days": 1 / 24, "end": end + timedelta(hours=1)}),
+            (f"1% late data ({late_events:,} events) over the previous 14 days",
+             {"events": late_events, "days": 14, "end": end}),
+        ):
+            call_command("seed_requests", seed=args.seed, first_row=10**12 + len(refreshes) * 10**9,
+                         no_refresh=True, **options, stdout=open(os.devnull, "w"))  # noqa: SIM115
+            for relation, _ in ingest.ROLLUPS:
+                began = time.perf_counter()
+                ingest.refresh_rollup(relation, None, end + timedelta(hours=1))
+                refreshes.append({"after": what, "rollup": relation, "seconds": time.perf_counter() - began})
+                print(f"refresh {relation} after {what}: {refreshes[-1]['seconds']:.2f} s", flush=True)
+
+    report = {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine(), "database": database,
+        "rollups": "continuous aggregates" if continuous else "plain views", "events": total,
+        "end": end.isoformat(), "calls": args.calls, "budget_s": args.budget, "results": results,
+        "refreshes": refreshes,
+    }
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    out.with_suffix(".md").write_text(markdown(report))
+    print(f"\nwrote {out.with_suffix('.md')} and {out.with_suffix('.json')}")
+    return 0
+
+
+def markdown(report: dict) -> str:
+    lines = [
+        f"## {report['events']:,} events, {report['database']} ({report['rollups']})",
+        "",
+        f"{report['machine']}; {report['when']}; windows end at {report['end']}; median and p95 over up to "
+        f"{report['calls']} calls per side (calls column: API/SQL). Baseline: plain SQL on the raw table.",
+        "",
+        "| window | query | source | API median ms | API p95 ms | SQL median ms | SQL p95 ms | SQL / API | calls |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in report["results"]:
+        lines.append(
+            f"| {r['window']} | {r['query']} | {r['source']} | {r['api_median_ms']:.1f} | {r['api_p95_ms']:.1f} | "
+            f"{r['sql_median_ms']:.1f} | {r['sql_p95_ms']:.1f} | {r['speedup']:.1f}x | "
+            f"{r['api_calls']}/{r['sql_calls']} |"
+        )
+    if report["refreshes"]:
+        lines += ["", "| refresh after | rollup | seconds |", "|---|---|---:|"]
+        lines += [f"| {r['after']} | {r['rollup']} | {r['seconds']:.2f} |" for r in report["refreshes"]]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
