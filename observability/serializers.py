@@ -45,15 +45,3 @@ def query_params(serializer_class, request) -> dict:
     serializer = serializer_class(data=data)
     serializer.is_valid(raise_exception=True)
     return serializer.validated_data
-
-
-class RollupRowSerializer(serializers.Serializer):
-    bucket = serializers.DateTimeField()
-    service = serializers.CharField()
-    endpoint = serializers.CharField()
-    hits = serializers.IntegerField()
-    errors = serializers.IntegerField()
-    error_rate = serializers.FloatField()
-    avg_latency_ms = serializers.FloatField()
-    max_latency_ms = serializers.FloatField()
-    p95_latency_ms = serializers.FloatField()
