@@ -8,6 +8,7 @@ aggregates need to know whether TimescaleDB is behind them.
 from datetime import UTC, datetime
 
 from django.conf import settings
+from django.db import OperationalError
 from django.db import connection as default_connection
 
 
@@ -62,30 +63,35 @@ def use_timescale(connection=default_connection) -> bool:
     return False
 
 
-def is_continuous_aggregate(name: str, connection=default_connection) -> bool:
-    """True when `name` is a TimescaleDB continuous aggregate in this database."""
+def _in_catalog(view: str, column: str, name: str, connection) -> bool:
+    # view and column are constants of this module, never client input.
     if not timescale_version(connection):
         return False
     with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT EXISTS (SELECT 1 FROM timescaledb_information.continuous_aggregates"
-            " WHERE view_name = %s)",
-            [name],
-        )
+        cursor.execute(f"SELECT EXISTS (SELECT 1 FROM timescaledb_information.{view} WHERE {column} = %s)", [name])
         return cursor.fetchone()[0]
+
+
+def is_continuous_aggregate(name: str, connection=default_connection) -> bool:
+    """True when `name` is a TimescaleDB continuous aggregate in this database."""
+    return _in_catalog("continuous_aggregates", "view_name", name, connection)
 
 
 def is_hypertable(table: str, connection=default_connection) -> bool:
     """True when `table` is a TimescaleDB hypertable in this database."""
-    if not timescale_version(connection):
-        return False
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT EXISTS (SELECT 1 FROM timescaledb_information.hypertables"
-            " WHERE hypertable_name = %s)",
-            [table],
-        )
-        return cursor.fetchone()[0]
+    return _in_catalog("hypertables", "hypertable_name", table, connection)
+
+
+def ping(connection=default_connection) -> str | None:
+    """None when the database answers a query, else the first line of the reason."""
+    try:
+        connection.ensure_connection()
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    except OperationalError as exc:
+        connection.close()
+        return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return None
 
 
 def describe(connection=default_connection) -> str:

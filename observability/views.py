@@ -1,6 +1,5 @@
 """HTTP views: parse, validate parameters, call ingest/analytics, serialize. Nothing else."""
 
-from django.db import DatabaseError, connection
 from django_filters.rest_framework import DjangoFilterBackend
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
@@ -8,7 +7,7 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from observability import analytics, ingest
+from observability import analytics, db, ingest
 from observability.filters import ApiRequestFilter, RollupFilter
 from observability.models import ApiRequest
 from observability.serializers import (
@@ -114,13 +113,8 @@ class HealthView(APIView):
 
     def get(self, request):
         if request.query_params.get("db") not in (None, "", "0", "false"):
-            try:
-                connection.ensure_connection()
-                with connection.cursor() as cursor:
-                    cursor.execute("SELECT 1")
-            except DatabaseError as exc:
-                detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                return Response({"status": "error", "db": detail},
-                                status=status.HTTP_503_SERVICE_UNAVAILABLE)
+            problem = db.ping()
+            if problem:
+                return Response({"status": "error", "db": problem}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
             return Response({"status": "ok", "db": "ok"})
         return Response({"status": "ok"})

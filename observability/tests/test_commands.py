@@ -17,7 +17,7 @@ class WaitForDbGivesUpTests(SimpleTestCase):
 
         from django.db import OperationalError
 
-        with mock.patch("observability.management.commands.wait_for_db.connection.ensure_connection",
+        with mock.patch("observability.db.default_connection.ensure_connection",
                         side_effect=OperationalError("could not connect to server")), \
                 self.assertRaises(CommandError) as caught:
             call_command("wait_for_db", "--timeout", "0.3", "--interval", "0.1", stdout=StringIO())

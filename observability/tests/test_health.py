@@ -18,7 +18,7 @@ class HealthTests(TestCase):
 
     def test_db_1_answers_503_json_when_the_database_is_down(self):
         # The real-server test (test_server.py) points gunicorn at a dead database too.
-        with mock.patch("observability.views.connection.ensure_connection",
+        with mock.patch("observability.db.default_connection.ensure_connection",
                         side_effect=OperationalError("connection refused\nmore")), \
                 self.assertLogs("django.request", "ERROR"):
             response = self.client.get("/api/health/", {"db": "1"})

@@ -1,7 +1,8 @@
 import time
 
 from django.core.management.base import BaseCommand, CommandError
-from django.db import OperationalError, connection
+
+from observability import db
 
 
 class Command(BaseCommand):
@@ -16,13 +17,8 @@ class Command(BaseCommand):
         tries = 0
         while True:
             tries += 1
-            try:
-                connection.ensure_connection()
-                with connection.cursor() as cursor:
-                    cursor.execute("SELECT 1")
-            except OperationalError as exc:
-                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                connection.close()
+            reason = db.ping()
+            if reason:
                 if time.monotonic() + interval > deadline:
                     raise CommandError(
                         f"Database not reachable after {tries} tries in {timeout:.0f}s: {reason}. "
