@@ -34,3 +34,17 @@ class JsonErrorTests(TestCase):
             response = self.client.get("/api/requests/kpis/")
         self.assertEqual(response.status_code, 500)
         self.assertEqual(response.json(), {"detail": "Server error."})
+
+
+class TrailingSlashTests(TestCase):
+    def test_urls_answer_with_and_without_the_trailing_slash(self):
+        from observability.tests.utils import make_event
+
+        response = self.client.post("/api/requests", make_event(), content_type="application/json")
+        self.assertEqual(response.status_code, 201, response.content)
+        pk = response.json()["id"]
+        self.assertEqual(self.client.get(f"/api/requests/{pk}").json()["id"], pk)
+        self.assertEqual(self.client.post("/api/requests/ingest", [make_event()],
+                                          content_type="application/json").json()["inserted"], 1)
+        self.assertEqual(self.client.get("/api/requests/kpis").json()["hits"], 2)
+        self.assertEqual(self.client.get("/api/health").json(), {"status": "ok"})
