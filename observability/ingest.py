@@ -381,10 +381,11 @@ def store_rows(rows: list[tuple], *, escape: bool = True) -> int:
         if connection.vendor == "postgresql":
             _copy_rows(rows, escape=escape)
         else:
-            ApiRequest.objects.bulk_create(
-                (ApiRequest(**dict(zip(COLUMNS, row[:8], strict=True))) for row in rows),
-                batch_size=500,
-            )
+            # bulk_create lists whatever it is given: hand it 500 model instances at a time.
+            for start in range(0, len(rows), 500):
+                ApiRequest.objects.bulk_create(
+                    [ApiRequest(**dict(zip(COLUMNS, row[:8], strict=True))) for row in rows[start:start + 500]]
+                )
     refresh_after_write(row[0] for row in rows)
     return len(rows)
 
