@@ -8,7 +8,7 @@ aggregates need to know whether TimescaleDB is behind them.
 from datetime import UTC, datetime
 
 from django.conf import settings
-from django.db import OperationalError
+from django.db import Error as DatabaseErrorBase
 from django.db import connection as default_connection
 
 
@@ -88,8 +88,9 @@ def ping(connection=default_connection) -> str | None:
         connection.ensure_connection()
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
-    except OperationalError as exc:
-        connection.close()
+    except DatabaseErrorBase as exc:
+        if not connection.in_atomic_block:
+            connection.close()  # the next request starts with a fresh connection
         return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return None
 
