@@ -41,6 +41,8 @@ class ReportingTestRunner(DiscoverRunner):
                 "skipped": len(result.skipped),
             }
             counts["passed"] = counts["run"] - counts["failed"] - counts["skipped"]
+            for test, reason in result.skipped:
+                print(f"skipped: {test.id()}: {reason}")
             print(
                 f"database: {counts['database']}: {counts['passed']} passed, "
                 f"{counts['failed']} failed, {counts['skipped']} skipped"
