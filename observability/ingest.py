@@ -136,12 +136,10 @@ def clean_latency_ms(value) -> float:
     if value is None:
         raise Invalid(NOT_NULL)
     kind = type(value)
-    if kind is float or kind is int:
-        number = float(value)
-    elif kind is str:
+    if kind is float or kind is int or kind is str:
         try:
             number = float(value)
-        except ValueError:
+        except (ValueError, OverflowError):  # "fast", or an integer too large for a float
             raise Invalid("A valid number is required.") from None
     else:
         raise Invalid("A valid number is required.")
@@ -195,6 +193,7 @@ def validate_fields(data, *, partial: bool = False) -> tuple[dict, dict]:
 
 
 _FLOAT_MAX = sys.float_info.max
+_INT_MAX = 2**63  # far beyond any latency; keeps float() from overflowing
 _PLAIN_TIME = re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:\.\d{1,6})?(?:Z|[+-]\d\d:\d\d)?").fullmatch
 _fromisoformat = datetime.fromisoformat
 
@@ -227,7 +226,7 @@ def validate_event(data, *, plain: bool = False) -> tuple | dict:
             and get("method") in _METHODS
             and type(code) is int and 100 <= code <= 599
             and ((type(latency) is float and 0.0 <= latency <= _FLOAT_MAX)  # NaN fails both
-                 or (type(latency) is int and latency >= 0))
+                 or (type(latency) is int and 0 <= latency <= _INT_MAX))
             and (plain or _plain_text(service, endpoint, trace, user))
         ):
             try:
