@@ -99,12 +99,15 @@ def _rollup_plan(filters: dict) -> tuple[list[tuple[type, datetime | None, datet
     over the pieces equals a scan of the raw table. None when not one whole hour fits.
     """
     start, end = filters.get("start"), filters.get("end")
-    hour_lo = _ceil(start, HOUR) if start is not None else None
-    hour_hi = _floor(end, HOUR) if end is not None else None
+    try:
+        hour_lo = _ceil(start, HOUR) if start is not None else None
+        hour_hi = _floor(end, HOUR) if end is not None else None
+        day_lo = _ceil(start, DAY) if start is not None else None
+        day_hi = _floor(end, DAY) if end is not None else None
+    except OverflowError:
+        return None  # a range at the very end of the calendar: the raw table answers it
     if hour_lo is not None and hour_hi is not None and hour_lo >= hour_hi:
         return None
-    day_lo = _ceil(start, DAY) if start is not None else None
-    day_hi = _floor(end, DAY) if end is not None else None
     cutoff = db.rollup_cutoff("apirequest_daily")
     if cutoff is not None:
         # Days past the daily aggregate's watermark would be aggregated from raw events at

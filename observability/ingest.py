@@ -90,7 +90,10 @@ def clean_time(value) -> datetime:
         raise Invalid("Datetime has wrong format. Use an ISO 8601 string.")
     if parsed.tzinfo is None:
         return parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00+05:00 is in year 0 in UTC
+        raise Invalid("Datetime is out of range once converted to UTC.") from None
 
 
 def clean_service(value) -> str:
@@ -231,10 +234,10 @@ def validate_event(data, *, plain: bool = False) -> tuple | dict:
         ):
             try:
                 parsed = _fromisoformat(time_)
-            except ValueError:
-                pass
-            else:
                 parsed = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+            except (ValueError, OverflowError):
+                pass  # the field rules word the message
+            else:
                 # PostgreSQL reads a string of this plain form exactly as Python did (naive
                 # means UTC: the session's zone), so COPY can take it as sent: cheaper than
                 # formatting the datetime again.

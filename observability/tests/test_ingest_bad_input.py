@@ -88,7 +88,8 @@ class BadFieldTests(TestCase):
 
     def test_unknown_methods_and_bad_times_are_rejected(self):
         self.assertIn("method", self.rejected_fields(method="TRACE"))
-        for value in ("yesterday", "2026-13-01T00:00:00Z", 1700000000, None):
+        for value in ("yesterday", "2026-13-01T00:00:00Z", 1700000000, None, "0001-01-01T00:00:00+05:00",
+                      "9999-12-31T23:00:00-05:00"):
             self.assertIn("time", self.rejected_fields(time=value), value)
 
     def test_required_fields_are_named_when_missing(self):

@@ -88,6 +88,12 @@ class KpiTests(TestCase):
                 "max_latency_ms": None, "p95_latency_ms": None,
             })
 
+    def test_ranges_at_the_ends_of_the_calendar_are_answered(self):
+        body = self.kpis(start="9999-12-31T23:30:00Z")
+        self.assertEqual((body["hits"], body["source"]), (0, "raw"))
+        body = self.kpis(start="0001-01-01T00:00:00Z", end="9999-12-31T23:59:59Z")
+        close(self, body, summarize(self.events))
+
     def test_with_p95_false_skips_the_percentile(self):
         body = self.kpis(with_p95="false")
         self.assertIsNone(body["p95_latency_ms"])
