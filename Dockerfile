@@ -29,5 +29,5 @@ RUN DJANGO_SECRET_KEY=collectstatic-only DATABASE_URL=sqlite:////tmp/build.sqlit
     && chown -R app:app /app/staticfiles
 USER app
 EXPOSE 8000
+# With no command the entrypoint starts gunicorn -c gunicorn.conf.py apm_platform.wsgi:application.
 ENTRYPOINT ["/app/docker/entrypoint.sh"]
-CMD ["gunicorn", "-c", "gunicorn.conf.py", "apm_platform.wsgi:application"]

@@ -1,6 +1,7 @@
 #!/bin/sh
-# Container start: wait for the database (bounded), migrate, collect static files, then run
-# the command (gunicorn by default; `docker compose run web python manage.py ...` also works).
+# Container start: wait for the database (bounded), migrate, collect static files, then start
+# gunicorn apm_platform.wsgi:application (or the command given, for
+# `docker compose run web python manage.py ...`).
 set -eu
 cd "$(dirname "$0")/.."  # /app in the image
 
@@ -13,5 +14,8 @@ python manage.py migrate --noinput
 echo "entrypoint: collectstatic"
 python manage.py collectstatic --noinput -v 0
 
+if [ "$#" -eq 0 ]; then
+  set -- gunicorn -c gunicorn.conf.py apm_platform.wsgi:application
+fi
 echo "entrypoint: exec $*"
 exec "$@"
