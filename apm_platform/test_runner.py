@@ -11,6 +11,8 @@ import os
 from django.db import connection
 from django.test.runner import DiscoverRunner
 
+from observability import db
+
 
 class ReportingTestRunner(DiscoverRunner):
     def setup_test_environment(self, **kwargs):
@@ -25,11 +27,11 @@ class ReportingTestRunner(DiscoverRunner):
 
     def teardown_databases(self, old_config, **kwargs):
         # Ask while the test database still exists: migrations decided what it became.
-        self._database = describe_database()
+        self._database = db.describe()
         super().teardown_databases(old_config, **kwargs)
 
     def run_tests(self, test_labels, **kwargs):
-        self._database = describe_database(connect=False)
+        self._database = connection.vendor  # replaced by the full name at teardown
         failures = super().run_tests(test_labels, **kwargs)
         result = getattr(self, "_result", None)
         if result is not None:
@@ -53,11 +55,3 @@ class ReportingTestRunner(DiscoverRunner):
                     handle.write(json.dumps(counts) + "\n")
         return failures
 
-
-def describe_database(connect: bool = True) -> str:
-    """A human name for the connected database, e.g. "PostgreSQL 15.20 + TimescaleDB 2.28.3"."""
-    from observability import db
-
-    if not connect:
-        return connection.vendor
-    return db.describe()

@@ -14,6 +14,21 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def setup_django(script: str, settings_module: str, make_target: str) -> str | None:
+    """Configure Django for a benchmark against PostgreSQL; the DATABASE_URL, or None if unusable."""
+    url = os.environ.get("DATABASE_URL", "")
+    if not url.startswith(("postgres://", "postgresql://")):
+        print(f"{script}: DATABASE_URL must point at PostgreSQL (make {make_target} starts one).")
+        return None
+    os.environ.setdefault("DJANGO_SECRET_KEY", "bench-only-not-a-secret")
+    os.environ["DJANGO_DEBUG"] = "0"
+    os.environ["DJANGO_SETTINGS_MODULE"] = settings_module
+    import django
+
+    django.setup()
+    return url
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as s:

@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 COPY, ENDPOINT, NAIVE = "raw COPY (limit)", "POST /api/requests/ingest/", "naive DRF + bulk_create"
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.support import Gunicorn  # noqa: E402
+from benchmarks.support import Gunicorn, setup_django  # noqa: E402
 
 
 def make_events(n: int, seed: int) -> list[dict]:
@@ -135,18 +135,11 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
 
-    url = os.environ.get("DATABASE_URL", "")
-    if not url.startswith(("postgres://", "postgresql://")):
-        print("bench_ingest: DATABASE_URL must point at PostgreSQL (make bench-ingest starts one).")
-        return 2
-    os.environ.setdefault("DJANGO_SECRET_KEY", "bench-only-not-a-secret")
-    os.environ["DJANGO_DEBUG"] = "0"
-    os.environ["DJANGO_SETTINGS_MODULE"] = "benchmarks.settings"
     os.environ["APM_INGEST_MAX_EVENTS"] = str(max(args.batch, 10_000))
-
-    import django
-
-    django.setup()
+    # benchmarks.settings adds the naive baseline's URL, which the service does not have.
+    url = setup_django("bench_ingest", "benchmarks.settings", "bench-ingest")
+    if url is None:
+        return 2
     from django.core.management import call_command
     from django.db import connection
 

@@ -33,7 +33,8 @@ from urllib.parse import urlencode
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.support import Gunicorn  # noqa: E402
+from benchmarks.support import Gunicorn, setup_django  # noqa: E402
+from observability.apps import percentile_cont  # noqa: E402
 
 WINDOWS = {"1h": timedelta(hours=1), "24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
 SERVICE = "svc-000"  # the busiest service
@@ -136,13 +137,6 @@ def timed(fn, calls: int, budget: float) -> list[float]:
     return times
 
 
-def p95(values: list[float]) -> float:
-    ordered = sorted(values)
-    rank = 0.95 * (len(ordered) - 1)
-    lo, hi = math.floor(rank), math.ceil(rank)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (rank - lo)
-
-
 def machine() -> str:
     model = platform.processor() or platform.machine()
     try:
@@ -173,17 +167,9 @@ def main() -> int:
                         help="path prefix of the .md and .json reports")
     args = parser.parse_args()
 
-    url = os.environ.get("DATABASE_URL", "")
-    if not url.startswith(("postgres://", "postgresql://")):
-        print("bench_queries: DATABASE_URL must point at PostgreSQL (make bench starts one).")
+    url = setup_django("bench_queries", "apm_platform.settings", "bench")
+    if url is None:
         return 2
-    os.environ.setdefault("DJANGO_SECRET_KEY", "bench-only-not-a-secret")
-    os.environ["DJANGO_DEBUG"] = "0"
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "apm_platform.settings")
-
-    import django
-
-    django.setup()
     import psycopg2
     from django.core.management import call_command
     from django.db import connection
@@ -244,9 +230,11 @@ def main() -> int:
                 sql_times = timed(call_sql, args.calls, args.budget)
                 row = {
                     "window": label, "query": name, "source": body.get("source", "rollup"),
-                    "api_median_ms": statistics.median(api_times) * 1000, "api_p95_ms": p95(api_times) * 1000,
+                    "api_median_ms": statistics.median(api_times) * 1000,
+                    "api_p95_ms": percentile_cont(api_times, 0.95) * 1000,
                     "api_calls": len(api_times),
-                    "sql_median_ms": statistics.median(sql_times) * 1000, "sql_p95_ms": p95(sql_times) * 1000,
+                    "sql_median_ms": statistics.median(sql_times) * 1000,
+                    "sql_p95_ms": percentile_cont(sql_times, 0.95) * 1000,
                     "sql_calls": len(sql_times),
                 }
                 row["speedup"] = row["sql_median_ms"] / row["api_median_ms"]
