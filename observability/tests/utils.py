@@ -7,6 +7,8 @@ import math
 import random
 from datetime import UTC, datetime, timedelta
 
+from django.test import TestCase, TransactionTestCase
+
 from observability import db
 
 BASE_TIME = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
@@ -116,3 +118,25 @@ def skip_unless_timescale(testcase, reason: str) -> None:
     """Skip the running test unless the rollups are TimescaleDB continuous aggregates."""
     if not db.rollups_are_continuous():
         testcase.skipTest(f"needs TimescaleDB continuous aggregates ({db.describe()} has none): {reason}")
+
+
+# --- HTTP tests and credentials -------------------------------------------------------------
+# Every HTTP test derives from these so that, once access control is enforced, one place gives
+# the test client a credential (an admin key by default) instead of every test module.
+
+
+class ApiTestCase(TestCase):
+    """A TestCase whose client speaks to the API as an admin."""
+
+
+class ApiTransactionTestCase(TransactionTestCase):
+    """A TransactionTestCase whose client speaks to the API as an admin."""
+
+
+def api_key_headers(scope: str = "admin") -> dict:
+    """Headers that carry a valid credential of `scope` for a live server (requests/urllib).
+
+    Empty until API keys exist; then it creates a key in the default database and returns
+    {"Authorization": "Bearer <key>"}.
+    """
+    return {}
