@@ -1,7 +1,11 @@
 """The list filters of API.md, shared by the list, /kpis/ and /top-endpoints/."""
 
+from datetime import UTC
+
 from django import forms
+from django.core.exceptions import ValidationError
 from django.db.models import Q
+from django_filters import fields as filter_fields
 from django_filters import rest_framework as filters
 
 from observability.models import ApiRequest
@@ -10,10 +14,38 @@ from observability.models import ApiRequest
 ROLLUP_FILTERS = frozenset({"service", "endpoint", "start", "end"})
 
 
+class Int64Field(forms.IntegerField):
+    """An integer the database can hold (SQLite raises OverflowError past 64 bits: a 500)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("min_value", -(2**63))
+        kwargs.setdefault("max_value", 2**63 - 1)
+        super().__init__(*args, **kwargs)
+
+
 class IntegerInFilter(filters.BaseInFilter):
     """`status_code=500,502,503`: a comma-separated list of integers."""
 
-    field_class = forms.IntegerField
+    field_class = Int64Field
+
+
+class UtcIsoDateTimeField(filter_fields.IsoDateTimeField):
+    """An ISO 8601 time that still exists in UTC: 0001-01-01T00:00+05:00 is in year 0 there,
+    which the database adapter can't convert (a 500 on SQLite)."""
+
+    def to_python(self, value):
+        value = super().to_python(value)
+        if value is not None:
+            try:
+                value.astimezone(UTC)
+            except OverflowError:
+                raise ValidationError("Datetime is out of range once converted to UTC.",
+                                      code="invalid") from None
+        return value
+
+
+class UtcIsoDateTimeFilter(filters.IsoDateTimeFilter):
+    field_class = UtcIsoDateTimeField
 
 
 class UpperCharFilter(filters.CharFilter):
@@ -40,8 +72,8 @@ class ApiRequestFilter(filters.FilterSet):
     status_code = IntegerInFilter(field_name="status_code", lookup_expr="in")
     status_min = filters.NumberFilter(field_name="status_code", lookup_expr="gte")
     status_max = filters.NumberFilter(field_name="status_code", lookup_expr="lte")
-    start = filters.IsoDateTimeFilter(field_name="time", lookup_expr="gte")
-    end = filters.IsoDateTimeFilter(field_name="time", lookup_expr="lt")
+    start = UtcIsoDateTimeFilter(field_name="time", lookup_expr="gte")
+    end = UtcIsoDateTimeFilter(field_name="time", lookup_expr="lt")
     latency_min = filters.NumberFilter(field_name="latency_ms", lookup_expr="gte")
     latency_max = filters.NumberFilter(field_name="latency_ms", lookup_expr="lte")
     search = filters.CharFilter(method="filter_search")
@@ -69,5 +101,5 @@ class RollupFilter(filters.FilterSet):
 
     service = filters.CharFilter()
     endpoint = filters.CharFilter()
-    start = filters.IsoDateTimeFilter(field_name="bucket", lookup_expr="gte")
-    end = filters.IsoDateTimeFilter(field_name="bucket", lookup_expr="lt")
+    start = UtcIsoDateTimeFilter(field_name="bucket", lookup_expr="gte")
+    end = UtcIsoDateTimeFilter(field_name="bucket", lookup_expr="lt")

@@ -9,13 +9,14 @@ and written with COPY on PostgreSQL.
 
 from __future__ import annotations
 
+import codecs
 import json
 import math
 import re
-import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 
 import msgspec
 from django.conf import settings
@@ -74,7 +75,22 @@ def _text(value, max_length: int, *, blank: bool) -> str:
     return value
 
 
-def clean_time(value) -> datetime:
+# PostgreSQL reads UTC offsets up to 15:59 (SQLite would store anything); one rule everywhere.
+MAX_UTC_OFFSET = timedelta(hours=16)
+# A clock skewed by a day is a client bug; an event far in the future would sit in every
+# "last N hours" window until then.
+MAX_AHEAD = timedelta(hours=24)
+MAX_LATENCY_MS = 86_400_000
+OFFSET_TOO_LARGE = "The UTC offset must be within -15:59 and +15:59."
+TOO_FAR_AHEAD = "Datetime is more than 24 hours ahead of the server's clock."
+
+
+def time_horizon() -> datetime:
+    """The latest event time accepted now."""
+    return datetime.now(UTC) + MAX_AHEAD
+
+
+def clean_time(value, horizon: datetime | None = None) -> datetime:
     if value is None:
         raise Invalid(NOT_NULL)
     if isinstance(value, datetime):
@@ -89,11 +105,17 @@ def clean_time(value) -> datetime:
     else:
         raise Invalid("Datetime has wrong format. Use an ISO 8601 string.")
     if parsed.tzinfo is None:
-        return parsed.replace(tzinfo=UTC)
-    try:
-        return parsed.astimezone(UTC)
-    except OverflowError:  # e.g. 0001-01-01T00:00+05:00 is in year 0 in UTC
-        raise Invalid("Datetime is out of range once converted to UTC.") from None
+        parsed = parsed.replace(tzinfo=UTC)
+    else:
+        if not -MAX_UTC_OFFSET < parsed.utcoffset() < MAX_UTC_OFFSET:
+            raise Invalid(OFFSET_TOO_LARGE)
+        try:
+            parsed = parsed.astimezone(UTC)
+        except OverflowError:  # e.g. 0001-01-01T00:00+05:00 is in year 0 in UTC
+            raise Invalid("Datetime is out of range once converted to UTC.") from None
+    if parsed > (horizon or time_horizon()):
+        raise Invalid(TOO_FAR_AHEAD)
+    return parsed
 
 
 def clean_service(value) -> str:
@@ -114,8 +136,20 @@ def clean_method(value) -> str:
         raise Invalid(NOT_STRING)
     upper = value.upper()
     if upper not in _METHODS:
-        raise Invalid(f'"{value}" is not a valid choice. Use one of {", ".join(METHODS)}.')
+        raise Invalid(f'"{_echo(value)}" is not a valid choice. Use one of {", ".join(METHODS)}.')
     return upper
+
+
+def _echo(value: str, limit: int = 32) -> str:
+    """A client's value as it may appear in a message: short, and encodable as UTF-8 (a lone
+    surrogate would make the JSON response itself fail to encode)."""
+    shown = value[:limit].encode("utf-8", "backslashreplace").decode("utf-8")
+    return shown + "..." if len(value) > limit else shown
+
+
+# ASCII digits only, and few of them: str.isdigit() is also true for "²" and for 5,000-digit
+# strings, both of which int() refuses.
+_INTEGER_TEXT = re.compile(r"\s*[+-]?[0-9]{1,9}\s*").fullmatch
 
 
 def clean_status_code(value) -> int:
@@ -126,7 +160,7 @@ def clean_status_code(value) -> int:
         code = value
     elif kind is float and value.is_integer():
         code = int(value)
-    elif kind is str and value.strip().lstrip("-").isdigit():
+    elif kind is str and _INTEGER_TEXT(value):
         code = int(value)
     else:
         raise Invalid("A valid integer is required.")
@@ -150,6 +184,8 @@ def clean_latency_ms(value) -> float:
         raise Invalid("Must be a finite number (NaN and Infinity are not allowed).")
     if number < 0:
         raise Invalid("Ensure this value is greater than or equal to 0.")
+    if number > MAX_LATENCY_MS:
+        raise Invalid(f"Ensure this value is less than or equal to {MAX_LATENCY_MS} (one day).")
     return number
 
 
@@ -175,10 +211,13 @@ RULES = {
 _RULES = tuple((name, cleaner, required) for name, (cleaner, required) in RULES.items())
 
 
-def validate_fields(data, *, partial: bool = False) -> tuple[dict, dict]:
+def validate_fields(data, *, partial: bool = False, horizon: datetime | None = None) -> tuple[dict, dict]:
     """Clean one event: (cleaned values, errors by field). `partial` skips absent fields."""
+    if isinstance(data, Undecodable):
+        return {}, {"non_field_errors": [data.reason]}
     if not isinstance(data, dict):
         return {}, {"non_field_errors": ["Invalid data. Expected an object."]}
+    horizon = horizon or time_horizon()
     cleaned: dict = {}
     errors: dict = {}
     for name, cleaner, required in _RULES:
@@ -189,19 +228,17 @@ def validate_fields(data, *, partial: bool = False) -> tuple[dict, dict]:
                 cleaned[name] = ""
             continue
         try:
-            cleaned[name] = cleaner(data[name])
+            cleaned[name] = cleaner(data[name], horizon) if name == "time" else cleaner(data[name])
         except Invalid as exc:
             errors[name] = [str(exc)]
     return cleaned, errors
 
 
-_FLOAT_MAX = sys.float_info.max
-_INT_MAX = 2**63  # far beyond any latency; keeps float() from overflowing
 _PLAIN_TIME = re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:\.\d{1,6})?(?:Z|[+-]\d\d:\d\d)?").fullmatch
 _fromisoformat = datetime.fromisoformat
 
 
-def validate_event(data, *, plain: bool = False) -> tuple | dict:
+def validate_event(data, *, plain: bool = False, horizon: datetime | None = None) -> tuple | dict:
     """One event as a row tuple (COLUMNS order, then the time as COPY text), or a dict of
     errors by field.
 
@@ -209,8 +246,11 @@ def validate_event(data, *, plain: bool = False) -> tuple | dict:
     valid as most are. Anything it does not accept goes through `validate_fields`, which
     applies the same rules field by field and words the messages. `plain=True` says the
     body held no backslash, so no string can hold a NUL or a lone surrogate (JSON can only
-    write those as escapes) and those scans are skipped.
+    write those as escapes) and those scans are skipped. `horizon` is the latest time
+    accepted (computed once per batch by the caller).
     """
+    if horizon is None:
+        horizon = time_horizon()
     if type(data) is dict:
         get = data.get
         time_ = get("time")
@@ -218,6 +258,7 @@ def validate_event(data, *, plain: bool = False) -> tuple | dict:
         endpoint = get("endpoint")
         trace = get("trace_id", "")
         user = get("user_ref", "")
+        method = get("method")
         code = get("status_code")
         latency = get("latency_ms")
         if (
@@ -226,15 +267,23 @@ def validate_event(data, *, plain: bool = False) -> tuple | dict:
             and type(endpoint) is str and 0 < len(endpoint) <= 255
             and type(trace) is str and len(trace) <= 64
             and type(user) is str and len(user) <= 128
-            and get("method") in _METHODS
+            and type(method) is str and method in _METHODS  # a list is unhashable
             and type(code) is int and 100 <= code <= 599
-            and ((type(latency) is float and 0.0 <= latency <= _FLOAT_MAX)  # NaN fails both
-                 or (type(latency) is int and 0 <= latency <= _INT_MAX))
+            and ((type(latency) is float and 0.0 <= latency <= MAX_LATENCY_MS)  # NaN fails both
+                 or (type(latency) is int and 0 <= latency <= MAX_LATENCY_MS))
             and (plain or _plain_text(service, endpoint, trace, user))
         ):
             try:
                 parsed = _fromisoformat(time_)
-                parsed = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+                tz = parsed.tzinfo
+                if tz is None:
+                    parsed = parsed.replace(tzinfo=UTC)
+                elif tz is not UTC:  # "Z" and "+00:00" parse to UTC itself
+                    if not -MAX_UTC_OFFSET < parsed.utcoffset() < MAX_UTC_OFFSET:
+                        raise ValueError(OFFSET_TOO_LARGE)
+                    parsed = parsed.astimezone(UTC)
+                if parsed > horizon:
+                    raise ValueError(TOO_FAR_AHEAD)
             except (ValueError, OverflowError):
                 pass  # the field rules word the message
             else:
@@ -242,8 +291,8 @@ def validate_event(data, *, plain: bool = False) -> tuple | dict:
                 # means UTC: the session's zone), so COPY can take it as sent: cheaper than
                 # formatting the datetime again.
                 text = time_ if _PLAIN_TIME(time_) else parsed.isoformat()
-                return (parsed, service, endpoint, get("method"), code, float(latency), trace, user, text)
-    cleaned, errors = validate_fields(data)
+                return (parsed, service, endpoint, method, code, float(latency), trace, user, text)
+    cleaned, errors = validate_fields(data, horizon=horizon)
     if errors:
         return errors
     return (*(cleaned[name] for name in COLUMNS), cleaned["time"].isoformat())
@@ -259,42 +308,345 @@ def _plain_text(*values: str) -> bool:
 # --- Parsing a bulk request -----------------------------------------------------------------
 
 
-def _decode(raw: bytes):
-    """JSON to Python objects: msgspec (about twice as fast as the standard library here),
-    and the standard library for what msgspec refuses but events may hold, such as a NaN
-    literal, which must be rejected per event with a message rather than as a broken body."""
+class Undecodable:
+    """An element of a batch that could not be decoded; validating it gives `reason`."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str):
+        self.reason = reason
+
+
+# Bounded decoding. A body within the byte limit must not be able to grow a worker by more than
+# a few times that limit, whatever it holds. Decoding it whole would: 16 MiB of `{},` is 5.6
+# million dicts (~26x the body). So the outer list is decoded first into at most
+# APM_INGEST_MAX_EVENTS + 1 `msgspec.Raw` slices (an array-like Struct with that many fields;
+# msgspec skips the elements past the last field without building them, and a filled last field
+# means "too many"), then each event on its own. An event larger than SMALL_EVENT is decoded
+# field by field, so its unknown fields (ignored by the contract) are never built either.
+SMALL_EVENT = 64 * 1024
+NESTED_TOO_DEEPLY = "The event is nested too deeply."
+
+
+@lru_cache(maxsize=4)
+def _outer_decoder(max_events: int) -> msgspec.json.Decoder:
+    slots = msgspec.defstruct(
+        "EventSlots", [(f"e{i}", msgspec.Raw, msgspec.Raw()) for i in range(max_events + 1)],
+        array_like=True, gc=False,
+    )
+    return msgspec.json.Decoder(slots)
+
+
+class _Wrapped(msgspec.Struct, gc=False):
+    """{"events": [...]}: only `events` is kept; other keys are skipped unbuilt."""
+
+    events: msgspec.Raw = msgspec.Raw()
+
+
+class _EventFields(msgspec.Struct, gc=False):
+    """The fields of a large event as raw JSON; unknown fields are skipped unbuilt."""
+
+    time: msgspec.Raw = msgspec.Raw()
+    service: msgspec.Raw = msgspec.Raw()
+    endpoint: msgspec.Raw = msgspec.Raw()
+    method: msgspec.Raw = msgspec.Raw()
+    status_code: msgspec.Raw = msgspec.Raw()
+    latency_ms: msgspec.Raw = msgspec.Raw()
+    trace_id: msgspec.Raw = msgspec.Raw()
+    user_ref: msgspec.Raw = msgspec.Raw()
+
+
+_decode_any = msgspec.json.decode
+_decode_wrapped = msgspec.json.Decoder(_Wrapped).decode
+_decode_fields = msgspec.json.Decoder(_EventFields).decode
+_FIRST_TOKEN = re.compile(rb"\s*").match
+BAD_SHAPE = 'Expected a JSON list of events or {"events": [...]}.'
+
+
+def check_utf8(raw: bytes) -> None:
+    """RFC 8259: UTF-8 only. Checked in 64 KiB steps, so a mostly-ASCII body with one
+    4-byte character never becomes a 4-bytes-per-character str."""
+    if raw.isascii():
+        return
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    view = memoryview(raw)
     try:
-        return msgspec.json.decode(raw)
+        for offset in range(0, len(raw), 65536):
+            decoder.decode(view[offset:offset + 65536])
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        raise BatchError(400, "The request body is not valid UTF-8 (RFC 8259: JSON is UTF-8).") from None
+
+
+def _huge_int(text: str):
+    # Python refuses int() past 4,300 digits; as a float it is an infinity the rules reject
+    # with a message, in any field.
+    return int(text) if len(text) <= 4000 else float(text)
+
+
+def _stdlib_loads(text: str):
+    return json.loads(text, parse_int=_huge_int)
+
+
+def decode_event(raw) -> object:
+    """One event's JSON to Python: a dict (or whatever JSON it is), or an `Undecodable`.
+
+    msgspec first; the standard library for what msgspec refuses but an event may hold and the
+    field rules then reject with a message: NaN/Infinity literals, numbers past a float, lone
+    surrogates.
+    """
+    if len(raw) > SMALL_EVENT:
+        return _decode_large_event(raw)
+    try:
+        return _decode_any(raw)
+    except (msgspec.DecodeError, RecursionError):
+        pass
+    try:
+        return _stdlib_loads(bytes(raw).decode("utf-8"))
+    except RecursionError:
+        return Undecodable(NESTED_TOO_DEEPLY)
+    except (ValueError, UnicodeDecodeError):
+        return Undecodable("The event is not valid JSON.")
+
+
+def _decode_large_event(raw) -> object:
+    try:
+        fields = _decode_fields(raw)
+    except msgspec.ValidationError:
+        return _decode_scalar(raw)  # not an object: a scalar is rejected as such, a list too
+    except RecursionError:
+        return Undecodable(NESTED_TOO_DEEPLY)
     except msgspec.DecodeError:
-        return json.loads(raw)
+        return Undecodable("The event is not valid JSON (or holds NaN, Infinity or a lone surrogate, "
+                           "which only a smaller event may).")
+    event = {}
+    for name in _EventFields.__struct_fields__:
+        value = getattr(fields, name)
+        if value:
+            event[name] = _decode_scalar(value)
+    return event
+
+
+def _decode_scalar(raw) -> object:
+    """A value of a large event: containers stay unbuilt (any list or dict is the wrong type)."""
+    first = memoryview(raw)[:1].tobytes()
+    if first == b"[":
+        return []
+    if first == b"{":
+        return {}
+    try:
+        return _decode_any(raw)
+    except msgspec.DecodeError:
+        try:
+            return _stdlib_loads(bytes(raw).decode("utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            return Undecodable("The event is not valid JSON.")
 
 
 def parse_batch(raw: bytes) -> list:
-    """Decode a bulk body (a JSON list, or {"events": [...]}) into its list of events."""
+    """Split a bulk body (a JSON list, or {"events": [...]}) into its events, still as JSON.
+
+    Each item is an event's JSON text (`ingest_events` decodes it when it validates it, so
+    only one decoded event exists at a time) or an `Undecodable`. Raises BatchError for a
+    body that is not UTF-8 JSON of that shape (400) or holds too many events (413).
+    """
     max_events = settings.APM_INGEST_MAX_EVENTS
     if not raw.strip():
         raise BatchError(400, "The request body is empty; send a JSON list of events.")
+    check_utf8(raw)
+    first = raw[_FIRST_TOKEN(raw).end():][:1]
+    body = raw
+    if first == b"{":
+        try:
+            body = _decode_wrapped(raw).events
+        except msgspec.ValidationError:
+            raise BatchError(400, BAD_SHAPE) from None
+        except (msgspec.DecodeError, RecursionError):
+            body = _sanitized_events(raw)
+        if not body:
+            raise BatchError(400, BAD_SHAPE)
+        first = memoryview(body)[:1].tobytes()
+        if first != b"[":
+            raise BatchError(400, BAD_SHAPE + " `events` must be a list.")
+    elif first != b"[":
+        _raise_for_non_list(raw)
     try:
-        payload = _decode(raw)
-    except UnicodeDecodeError:
-        raise BatchError(400, "The request body is not valid UTF-8.") from None
-    except json.JSONDecodeError as exc:
-        raise BatchError(400, f"The request body is not valid JSON: {exc}.") from None
+        slots = msgspec.structs.astuple(_outer_decoder(max_events).decode(body))
+    except (msgspec.DecodeError, RecursionError):
+        return _parse_refused(bytes(body), max_events)
+    if slots[-1]:
+        raise BatchError(413, _too_many(max_events))
+    events = []
+    for item in slots:
+        if not item:
+            break
+        events.append(item)
+    return events
+
+
+def _too_many(max_events: int) -> str:
+    return f"Too many events: more than {max_events} in one request; the limit is {max_events} (APM_INGEST_MAX_EVENTS)."
+
+
+def _raise_for_non_list(raw: bytes):
+    """400 for a body that is not a list or a wrapped list: invalid JSON, or another shape.
+    Checked without building anything (a Raw), so even a huge invalid body costs no memory."""
+    try:
+        _decode_raw(raw)
     except RecursionError:
         raise BatchError(400, "The request body is nested too deeply.") from None
-    if isinstance(payload, dict):
-        if "events" not in payload:
-            raise BatchError(400, 'Expected a JSON list of events or {"events": [...]}.')
-        payload = payload["events"]
-    if not isinstance(payload, list):
-        raise BatchError(400, 'Expected a JSON list of events or {"events": [...]}; '
-                              "`events` must be a list.")
-    if len(payload) > max_events:
-        raise BatchError(
-            413, f"Too many events: {len(payload)} in one request; the limit is {max_events} "
-                 "(APM_INGEST_MAX_EVENTS)."
-        )
-    return payload
+    except msgspec.DecodeError as exc:
+        raise BatchError(400, f"The request body is not valid JSON: {exc}.") from None
+    raise BatchError(400, BAD_SHAPE)
+
+
+_decode_raw = msgspec.json.Decoder(msgspec.Raw).decode
+
+
+# What msgspec refuses in a body that the standard library reads (and the field rules then
+# reject per event), replaced by text of the same length that msgspec reads, only to find where
+# each event starts and ends; every event is then decoded from the body as sent.
+_SAME_LENGTH = ((b"-Infinity", b"-1.000000"), (b"Infinity", b"1.000000"), (b"NaN", b"0.0"),
+                (b"\\ud", b"\\u0"), (b"\\uD", b"\\u0"))
+
+
+def _same_length_substitute(body: bytes) -> bytes:
+    for old, new in _SAME_LENGTH:
+        if old in body:
+            body = body.replace(old, new)
+    return body
+
+
+def _sanitized_events(raw: bytes) -> bytes:
+    """The `events` list of a wrapped body msgspec refused, as sent."""
+    try:
+        events = _decode_wrapped(_same_length_substitute(raw)).events
+    except msgspec.ValidationError:
+        raise BatchError(400, BAD_SHAPE) from None
+    except RecursionError:
+        return _wrapped_events_by_hand(raw)
+    except msgspec.DecodeError:
+        _raise_for_non_list(raw)
+    if not events:
+        return b""
+    start = _same_length_substitute(raw).find(bytes(events))
+    return raw[start:start + len(events)]
+
+
+def _parse_refused(body: bytes, max_events: int) -> list:
+    """The events of a list msgspec refused: invalid JSON (400), or one of the values above,
+    or an event nested past the recursion limit (that event's error)."""
+    substitute = _same_length_substitute(body)
+    try:
+        slots = msgspec.structs.astuple(_outer_decoder(max_events).decode(substitute))
+    except msgspec.DecodeError:
+        _raise_for_non_list(body)
+    except RecursionError:
+        return _parse_deep(body, max_events)
+    if slots[-1]:
+        raise BatchError(413, _too_many(max_events))
+    events = []
+    view = memoryview(body)
+    position = 1  # after the list's own bracket
+    for item in slots:
+        if not item:
+            break
+        text = bytes(item)
+        # Elements follow each other separated by commas and spaces, which no element starts
+        # with: the first match from the end of the previous one is this element.
+        start = substitute.find(text, position)
+        position = start + len(text)
+        events.append(view[start:position])
+    return events
+
+
+# Strings, runs of opening or closing brackets, commas, and other scalars.
+_TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[{]+|[\]}]+|,|[^\s\[\]{},"]+')
+
+
+def _wrapped_events_by_hand(raw: bytes) -> bytes:
+    """The `events` list of a wrapped body nested past the decoder's limit (in some event)."""
+    depth = 0
+    key = None  # the last string seen at depth 1 and whether a colon followed it
+    for token in _TOKENS.finditer(raw):
+        text = token.group()
+        kind = text[:1]
+        if kind == b"[" or kind == b"{":
+            if depth == 1 and key == (b'"events"', True) and kind == b"[":
+                start, depth_inside = token.start(), 1
+                for inner in _TOKENS.finditer(raw, token.start() + 1):
+                    more = inner.group()
+                    if more[:1] in (b"[", b"{"):
+                        depth_inside += len(more)
+                    elif more[:1] in (b"]", b"}"):
+                        if depth_inside - len(more) <= 0:
+                            return raw[start:inner.start() + depth_inside]
+                        depth_inside -= len(more)
+                break
+            depth += len(text)
+        elif kind == b"]" or kind == b"}":
+            depth -= len(text)
+        elif depth == 1:
+            key = (text, False) if kind == b'"' else (key[0], True) if text == b":" and key else None
+    raise BatchError(400, BAD_SHAPE)
+
+
+def _parse_deep(body: bytes, max_events: int) -> list:
+    """Split a list by hand when an event nests past the decoder's recursion limit, so only
+    that event is rejected. Rare, and linear in the body's tokens: a run of brackets is one
+    token, so even 16 MiB of `[[[[...` is a handful of steps."""
+    depth = 0
+    start = None
+    spans = []
+    for token in _TOKENS.finditer(body):
+        text = token.group()
+        kind = text[:1]
+        at = token.start()
+        if kind == b"[" or kind == b"{":
+            if depth == 0:  # the list itself, and maybe the first event's own brackets
+                depth = len(text)
+                if depth > 1:
+                    start = at + 1
+                continue
+            if depth == 1 and start is None:
+                start = at
+            depth += len(text)
+        elif kind == b"]" or kind == b"}":
+            if start is not None and depth - len(text) <= 1:
+                spans.append((start, at + max(depth - 1, 0)))
+                start = None
+            depth -= len(text)
+            if depth <= 0:
+                break
+        elif kind == b",":
+            if depth == 1 and start is not None:
+                spans.append((start, at))
+                start = None
+        elif depth == 1 and start is None:  # a string or another scalar
+            start = at
+        if len(spans) > max_events:
+            raise BatchError(413, _too_many(max_events))
+    if depth != 0:
+        raise BatchError(400, "The request body is not valid JSON: unbalanced brackets.")
+    return [body[lo:hi].strip() for lo, hi in spans]
+
+
+def check_json_content_type(header: str) -> None:
+    """415 unless the media type is exactly application/json (not application/jsonp), 400 for
+    a charset other than UTF-8 (RFC 8259)."""
+    media_type, _, params = header.partition(";")
+    if media_type.strip().lower() != "application/json":
+        raise BatchError(415, f'Unsupported media type "{_echo(media_type.strip(), 100)}"; '
+                              "send application/json.")
+    for param in params.split(";"):
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in ("utf-8", "utf8"):
+            raise BatchError(400, "JSON bodies must be UTF-8 (RFC 8259); "
+                                  f'charset "{_echo(value.strip(), 40)}" is not accepted.')
+
+
+# The types `parse_batch` gives an event's JSON text as (never what JSON decodes to).
+_PENDING = frozenset((msgspec.Raw, memoryview, bytes))
 
 
 def needs_copy_escaping(raw: bytes) -> bool:
@@ -347,15 +699,20 @@ class IngestResult:
 def ingest_events(events: list, *, strict: bool, escape: bool = True) -> IngestResult:
     """Validate and store a batch; in strict mode store nothing unless every event is valid.
 
-    The list is rewritten in place (each event replaced by its row tuple) so that a batch is
-    held in memory once, not once as dicts and again as rows. `escape=False` is for batches
+    `events` are decoded events or their JSON text from `parse_batch` (decoded here one at a
+    time). The list is rewritten in place (each event replaced by its row tuple) so that a
+    batch is held in memory once, as rows. `escape=False` is for batches
     whose JSON had no backslash (see `needs_copy_escaping`).
     """
     result = IngestResult()
     write = 0
     plain = not escape
+    horizon = time_horizon()
+    pending = _PENDING
     for index, event in enumerate(events):
-        row = validate_event(event, plain=plain)
+        if type(event) in pending:
+            event = decode_event(event)
+        row = validate_event(event, plain=plain, horizon=horizon)
         if type(row) is tuple:
             events[write] = row
             write += 1

@@ -52,12 +52,8 @@ class ApiRequestViewSet(viewsets.ModelViewSet):
     def ingest(self, request):
         """Store a batch of events: all valid ones, or with ?strict=true all or nothing."""
         strict = query_params(StrictParamSerializer, request)["strict"]
-        if not request.content_type.startswith("application/json"):
-            return Response(
-                {"detail": f'Unsupported media type "{request.content_type}"; send application/json.'},
-                status=status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
-            )
         try:
+            ingest.check_json_content_type(request.content_type)
             raw = ingest.read_body(request._request)
             escape = ingest.needs_copy_escaping(raw)
             events = ingest.parse_batch(raw)
