@@ -14,13 +14,23 @@ def _int(name: str, default: int) -> int:
 
 bind = os.environ.get("GUNICORN_BIND", f"0.0.0.0:{_int('PORT', 8000)}")
 workers = _int("GUNICORN_WORKERS", multiprocessing.cpu_count() * 2 + 1)
-threads = _int("GUNICORN_THREADS", 1)
+# Threads, not only processes: a few stalled or slow clients hold a thread each and the rest
+# keep serving. Read/write timeouts on client sockets (GUNICORN_READ_TIMEOUT, default 10 s) and
+# JSON error pages: apm_platform/gunicorn_worker.py. Each thread keeps its own database
+# connection: workers x threads connections at most.
+worker_class = "apm_platform.gunicorn_worker.TimeoutThreadWorker"
+threads = _int("GUNICORN_THREADS", 8)
 timeout = _int("GUNICORN_TIMEOUT", 60)
 graceful_timeout = _int("GUNICORN_GRACEFUL_TIMEOUT", 30)
 keepalive = _int("GUNICORN_KEEPALIVE", 5)
 # Recycle workers now and then so a slow leak can never take a node down.
 max_requests = _int("GUNICORN_MAX_REQUESTS", 2000)
 max_requests_jitter = _int("GUNICORN_MAX_REQUESTS_JITTER", 200)
+# As long as gunicorn allows: a request line or header past these is answered by gunicorn itself
+# (400, JSON) before the app sees it. 8190 is the largest request line gunicorn accepts.
+limit_request_line = _int("GUNICORN_LIMIT_REQUEST_LINE", 8190)
+limit_request_fields = _int("GUNICORN_LIMIT_REQUEST_FIELDS", 200)
+limit_request_field_size = _int("GUNICORN_LIMIT_REQUEST_FIELD_SIZE", 16380)
 accesslog = os.environ.get("GUNICORN_ACCESSLOG", "-") or None  # empty: no access log
 errorlog = "-"
 loglevel = os.environ.get("GUNICORN_LOGLEVEL", "info")

@@ -5,11 +5,16 @@ them, so errors are rewritten here once instead of in every view.
 """
 
 import logging
+import sys
 from http import HTTPStatus
 
-from django.http import JsonResponse
+from django.conf import settings
+from django.http import JsonResponse, UnreadablePostError
 from rest_framework import exceptions
+from rest_framework.response import Response
 from rest_framework.views import exception_handler
+
+from observability import db
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +64,52 @@ def _detail_for(response) -> str:
     return f"{_reason(status)}."
 
 
+UNAVAILABLE = "The database is unavailable right now; nothing of this request was stored. Retry later."
+
+
+def _time_limit_detail() -> str:
+    return (f"The query ran past the time limit of {settings.APM_QUERY_TIMEOUT} s (APM_QUERY_TIMEOUT) "
+            "and was cancelled; try precision=approx or a narrower window (start/end).")
+
+
+def database_error_response(exc, response_class=JsonResponse):
+    """503 + Retry-After when the database can't serve now, 504 past the analytics time limit,
+    400 for a body the client stopped sending, None for any other error."""
+    if isinstance(exc, UnreadablePostError):
+        # The body ended before its Content-Length, or stalled past GUNICORN_READ_TIMEOUT.
+        return response_class({"detail": "The request body could not be read to its end "
+                                         "(shorter than its Content-Length, or the client stalled)."},
+                              status=400)
+    if db.is_time_limit(exc):
+        logger.warning("Query cancelled at the time limit: %s", exc)
+        return response_class({"detail": _time_limit_detail()}, status=504)
+    if db.is_unavailable(exc):
+        logger.warning("Database unavailable (%s): %s", _chain(exc),
+                       str(exc).strip().splitlines()[0] if str(exc).strip() else "")
+        detail = UNAVAILABLE
+        if db.commit_outcome_unknown(exc):
+            detail = ("The database stopped answering while this request was committing: it may or may "
+                      "not have been stored (a retry may store it twice). Retry later.")
+        response = response_class({"detail": detail}, status=503)
+        response["Retry-After"] = str(settings.APM_RETRY_AFTER)
+        return response
+    return None
+
+
+def _chain(exc) -> str:
+    names = []
+    while exc is not None and len(names) < 5:
+        names.append(type(exc).__name__)
+        exc = exc.__cause__
+    return " <- ".join(names)
+
+
 def json_exception_handler(exc, context):
-    """DRF's handler, with a `detail` string added to field-level validation errors."""
+    """DRF's handler, with a `detail` string added to field-level validation errors, and
+    database outages as 503 (504 for a query past its time limit)."""
+    unavailable = database_error_response(exc, Response)
+    if unavailable is not None:
+        return unavailable
     response = exception_handler(exc, context)
     if response is None:
         return None
@@ -90,4 +139,11 @@ def page_not_found(request, exception=None):
 
 
 def server_error(request):
+    # Called while the exception is being handled: a database outage outside a DRF view (in
+    # middleware, or while committing) is still a 503, not a 500.
+    exc = sys.exc_info()[1]
+    if exc is not None:
+        unavailable = database_error_response(exc)
+        if unavailable is not None:
+            return unavailable
     return error_response(500, "Server error.")

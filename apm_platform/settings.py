@@ -74,11 +74,24 @@ if _db_sslmode:
     if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
         raise ImproperlyConfigured("DB_SSLMODE only applies to a PostgreSQL DATABASE_URL.")
     DATABASES["default"].setdefault("OPTIONS", {})["sslmode"] = _db_sslmode
+DB_CONNECT_TIMEOUT = env_int("DB_CONNECT_TIMEOUT", 5)
+# Seconds one round trip may wait for an answer before the connection is cut (503).
+DB_QUERY_TIMEOUT = env_int("DB_QUERY_TIMEOUT", 10)
+# Seconds an analytics request's queries may run (statement_timeout; a progress handler on
+# SQLite) before they are cancelled with a 504. Below the gunicorn worker timeout.
+APM_QUERY_TIMEOUT = env_int("APM_QUERY_TIMEOUT", 20)
+# Seconds a client is told to wait (Retry-After) when the database is unavailable.
+APM_RETRY_AFTER = env_int("APM_RETRY_AFTER", 5)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    from apm_platform import dbguard
+
+    options = DATABASES["default"].setdefault("OPTIONS", {})
     # A dead database must not hang a request (or the health check) for minutes.
-    DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
-        "connect_timeout", env_int("DB_CONNECT_TIMEOUT", 5)
-    )
+    options.setdefault("connect_timeout", DB_CONNECT_TIMEOUT)
+    # ...nor a frozen one: every round trip has a client-side deadline (see dbguard.py).
+    options.setdefault("connection_factory", dbguard.GuardedConnection)
+    options.setdefault("cursor_factory", dbguard.GuardedCursor)
+    dbguard.DEFAULT_TIMEOUT = float(DB_QUERY_TIMEOUT or 10)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -39,7 +39,8 @@ def free_port() -> int:
 class Gunicorn:
     """gunicorn serving the project on 127.0.0.1, started and stopped as a context manager."""
 
-    def __init__(self, env: dict | None = None, *, workers: int = 1, settings: str | None = None):
+    def __init__(self, env: dict | None = None, *, workers: int = 1, settings: str | None = None,
+                 log: Path | None = None):
         self.port = free_port()
         self.env = {
             **os.environ, "GUNICORN_BIND": f"127.0.0.1:{self.port}", "GUNICORN_WORKERS": str(workers),
@@ -49,6 +50,7 @@ class Gunicorn:
         if settings:
             self.env["DJANGO_SETTINGS_MODULE"] = settings
         self.process: subprocess.Popen | None = None
+        self.log = log  # where gunicorn's stderr goes (default: a pipe read only if it fails to start)
 
     def __enter__(self) -> Gunicorn:
         # A SIGTERM to the script must unwind through __exit__, or gunicorn outlives it.
@@ -56,7 +58,8 @@ class Gunicorn:
             signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "apm_platform.wsgi:application"],
-            cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL,
+            stderr=open(self.log, "ab") if self.log else subprocess.PIPE,  # noqa: SIM115 - closed in __exit__
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -65,7 +68,8 @@ class Gunicorn:
                 return self
             except OSError:
                 if self.process.poll() is not None:
-                    raise RuntimeError(f"gunicorn exited: {self.process.stderr.read().decode()}") from None
+                    output = self.process.stderr.read().decode() if self.process.stderr else f"see {self.log}"
+                    raise RuntimeError(f"gunicorn exited: {output}") from None
                 time.sleep(0.2)
         self.__exit__()
         raise RuntimeError("gunicorn did not answer within 60 s")
@@ -74,7 +78,8 @@ class Gunicorn:
         if self.process is not None:
             self.process.terminate()
             self.process.wait(timeout=30)
-            self.process.stderr.close()
+            if self.process.stderr:
+                self.process.stderr.close()
 
     @property
     def pid(self) -> int:

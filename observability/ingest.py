@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import codecs
 import json
+import logging
 import math
 import re
 from collections.abc import Iterable
@@ -20,7 +21,7 @@ from functools import lru_cache
 
 import msgspec
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 
 from observability import db
 from observability.models import METHODS, ApiRequest
@@ -768,6 +769,7 @@ class _CopySource:
         self._escape = escape
 
     def read(self, size: int = -1) -> str:
+        _still_working()  # the server took the last chunk: the COPY is alive, not stuck
         start = self._next
         if start >= len(self._rows):
             return ""
@@ -798,7 +800,9 @@ def _copy_rows(rows: list[tuple], *, escape: bool) -> None:
     columns = ", ".join(connection.ops.quote_name(c) for c in COLUMNS)
     with connection.cursor() as cursor:
         # Relies on: the hypertable's indexes only (no triggers); COPY is the fastest insert.
-        cursor.cursor.copy_expert(f"COPY {table} ({columns}) FROM STDIN", _CopySource(rows, escape=escape))
+        # The raw psycopg2 cursor: wrap its errors as Django's, like every other query.
+        with connection.wrap_database_errors:
+            cursor.cursor.copy_expert(f"COPY {table} ({columns}) FROM STDIN", _CopySource(rows, escape=escape))
 
 
 # --- Keeping continuous aggregates true after late writes ------------------------------------
@@ -806,6 +810,27 @@ def _copy_rows(rows: list[tuple], *, escape: bool) -> None:
 # (relation, bucket width) of each rollup; on TimescaleDB both are continuous aggregates.
 ROLLUPS = (("apirequest_hourly", timedelta(hours=1)), ("apirequest_daily", timedelta(days=1)))
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _still_working() -> None:
+    if connection.vendor == "postgresql":
+        from apm_platform import dbguard
+
+        dbguard.still_working()
+
+
+logger = logging.getLogger(__name__)
+# Refreshes that failed after a committed write, since the process started (the events are
+# stored; the refresh policy materializes them on its next run).
+refresh_failures = 0
+
+
+def _refresh_failed(exc: Exception) -> int:
+    global refresh_failures
+    refresh_failures += 1
+    logger.warning("Refreshing the rollups after a write failed (%s failures so far; the refresh "
+                   "policy will catch up): %s", refresh_failures, exc)
+    return 0
 
 
 def refresh_after_write(times: Iterable[datetime]) -> int:
@@ -816,15 +841,28 @@ def refresh_after_write(times: Iterable[datetime]) -> int:
     bucket that is already materialized, where the policy would only pick it up on its next
     run; refreshing exactly those buckets now makes it visible at once. Returns how many
     refresh calls were made (0 on databases without continuous aggregates).
+
+    A failure here (the database went away after the commit) never fails the write that
+    was committed: it is logged and counted in `refresh_failures`.
     """
-    if not db.rollups_are_continuous():
-        return 0
-    times = list(times)
-    if connection.in_atomic_block:
-        # refresh_continuous_aggregate can't run inside a transaction: wait for the commit.
-        transaction.on_commit(lambda: _refresh_buckets(times))
-        return 0
-    return _refresh_buckets(times)
+    try:
+        if not db.rollups_are_continuous():
+            return 0
+        times = list(times)
+        if connection.in_atomic_block:
+            # refresh_continuous_aggregate can't run inside a transaction: wait for the commit.
+            transaction.on_commit(lambda: _refresh_buckets_safely(times))
+            return 0
+        return _refresh_buckets(times)
+    except DatabaseError as exc:
+        return _refresh_failed(exc)
+
+
+def _refresh_buckets_safely(times: list[datetime]) -> int:
+    try:
+        return _refresh_buckets(times)
+    except DatabaseError as exc:
+        return _refresh_failed(exc)
 
 
 def _refresh_buckets(times: list[datetime]) -> int:

@@ -1,5 +1,8 @@
 """HTTP views: parse, validate parameters, call ingest/analytics, serialize. Nothing else."""
 
+import logging
+
+from django.conf import settings
 from django_filters.rest_framework import DjangoFilterBackend
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
@@ -18,6 +21,8 @@ from observability.serializers import (
     query_params,
 )
 
+logger = logging.getLogger(__name__)
+
 
 def _filterset(filterset_class, request, queryset):
     filterset = filterset_class(request.query_params, queryset=queryset, request=request)
@@ -33,6 +38,13 @@ class ApiRequestViewSet(viewsets.ModelViewSet):
     serializer_class = ApiRequestSerializer
     filterset_class = ApiRequestFilter
     filter_backends = [DjangoFilterBackend]
+
+    def dispatch(self, request, *args, **kwargs):
+        # Reads run under the analytics time limit: a query past it is cancelled (504).
+        if request.method in ("GET", "HEAD"):
+            with db.query_time_limit():
+                return super().dispatch(request, *args, **kwargs)
+        return super().dispatch(request, *args, **kwargs)
 
     def perform_create(self, serializer):
         super().perform_create(serializer)
@@ -109,8 +121,13 @@ class HealthView(APIView):
 
     def get(self, request):
         if request.query_params.get("db") not in (None, "", "0", "false"):
-            problem = db.ping()
+            # Bounded whatever the database does (DB_CONNECT_TIMEOUT + 1 s at most).
+            problem = db.ping(timeout=settings.DB_CONNECT_TIMEOUT)
             if problem:
-                return Response({"status": "error", "db": problem}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+                # The reason (host, port, error) is for the logs, not for anonymous callers.
+                logger.warning("Health check: database unavailable: %s", problem)
+                return Response({"status": "error", "db": "unavailable"},
+                                status=status.HTTP_503_SERVICE_UNAVAILABLE,
+                                headers={"Retry-After": str(settings.APM_RETRY_AFTER)})
             return Response({"status": "ok", "db": "ok"})
         return Response({"status": "ok"})

@@ -63,6 +63,15 @@ else
   fi
 fi
 
+step "fault suite (PostgreSQL stopped, restarted and frozen under ingest)"
+bash scripts/test_faults.sh; rc=$?
+case $rc in
+  0) ran+=("fault suite: ok (see the table above)") ;;
+  2) ran+=("fault suite: skipped (no PostgreSQL cluster could be started)")
+     [ "${APM_REQUIRE_POSTGRES:-0}" = 1 ] && status=1 ;;
+  *) ran+=("fault suite: FAILED"); status=1 ;;
+esac
+
 step "summary"
 for line in "${ran[@]}"; do echo "  $line"; done
 "$PY" - "$APM_TEST_RESULTS_FILE" <<'PYEOF'

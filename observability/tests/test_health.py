@@ -19,8 +19,11 @@ class HealthTests(TestCase):
     def test_db_1_answers_503_json_when_the_database_is_down(self):
         # The real-server test (test_server.py) points gunicorn at a dead database too.
         with mock.patch("observability.db.default_connection.ensure_connection",
-                        side_effect=OperationalError("connection refused\nmore")), \
-                self.assertLogs("django.request", "ERROR"):
+                        side_effect=OperationalError("connection to 10.0.0.7:5432 refused\nmore")), \
+                self.assertLogs("observability.views", "WARNING") as logs:
             response = self.client.get("/api/health/", {"db": "1"})
         self.assertEqual(response.status_code, 503)
-        self.assertEqual(response.json(), {"status": "error", "db": "connection refused"})
+        self.assertEqual(response["Retry-After"], "5")
+        # An anonymous caller learns nothing about the database's address; the log does.
+        self.assertEqual(response.json(), {"status": "error", "db": "unavailable"})
+        self.assertIn("10.0.0.7:5432 refused", "\n".join(logs.output))
