@@ -1,6 +1,6 @@
 from unittest import mock
 
-from django.db import OperationalError, connection
+from django.db import OperationalError, connections
 from django.test import TestCase
 
 
@@ -19,7 +19,7 @@ class HealthTests(TestCase):
     def test_db_1_answers_503_json_when_the_database_is_down(self):
         # The real-server test (test_server.py) points gunicorn at a dead database too.
         # On the class: on PostgreSQL the ping opens a connection of its own.
-        with mock.patch.object(connection.__class__, "ensure_connection",
+        with mock.patch.object(connections["default"].__class__, "ensure_connection",
                         side_effect=OperationalError("connection to 10.0.0.7:5432 refused\nmore")), \
                 self.assertLogs("observability.views", "WARNING") as logs:
             response = self.client.get("/api/health/", {"db": "1"})
