@@ -1,11 +1,14 @@
-"""The JSON parser of every DRF view: UTF-8 only, bounded in size and memory, never a 500.
+"""JSON parsers for DRF views: UTF-8 only, bounded in size, never a 500.
 
-DRF's own JSONParser decodes with whatever charset the request names (UTF-16 included), lets
-a deeply nested body raise RecursionError (a 500) and builds whatever the body holds. This one
-decodes like bulk ingest does (`ingest.decode_event`): one event, unknown fields of a large
-body never built.
+DRF's own JSONParser decodes with whatever charset the request names (UTF-16 included), reads
+any size, and lets a deeply nested body raise RecursionError (a 500). `Utf8JSONParser` (the
+default) fixes those; `EventJSONParser` (the event CRUD) also decodes like bulk ingest does
+(`ingest.decode_event`), so the unknown fields of a large event are never built.
 """
 
+import json
+
+import msgspec
 from django.conf import settings
 from rest_framework import status
 from rest_framework.exceptions import APIException, ParseError
@@ -20,10 +23,30 @@ class RequestTooLarge(APIException):
     default_code = "too_large"
 
 
+def _no_constants(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
 class Utf8JSONParser(BaseParser):
     media_type = "application/json"
 
     def parse(self, stream, media_type=None, parser_context=None):
+        return self.decode(self.read(stream, media_type))
+
+    def decode(self, raw: bytes):
+        try:
+            return msgspec.json.decode(raw)
+        except (msgspec.DecodeError, RecursionError):
+            pass
+        try:
+            # What msgspec refuses but JSON allows (lone surrogate escapes, huge numbers).
+            return json.loads(raw.decode("utf-8"), parse_constant=_no_constants)
+        except RecursionError:
+            raise ParseError("JSON parse error - the body is nested too deeply.") from None
+        except ValueError as exc:
+            raise ParseError(f"JSON parse error - {exc}") from None
+
+    def read(self, stream, media_type) -> bytes:
         try:
             ingest.check_json_content_type(media_type or self.media_type)
             max_bytes = settings.APM_INGEST_MAX_BYTES
@@ -34,6 +57,13 @@ class Utf8JSONParser(BaseParser):
             ingest.check_utf8(raw)
         except ingest.BatchError as exc:
             raise ParseError(exc.detail) from None
+        return raw
+
+
+class EventJSONParser(Utf8JSONParser):
+    """One event: decoded like bulk ingest, memory bounded whatever the body holds."""
+
+    def decode(self, raw: bytes):
         data = ingest.decode_event(raw)
         if isinstance(data, ingest.Undecodable):
             raise ParseError(f"JSON parse error - {data.reason}")

@@ -10,6 +10,7 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from apm_platform.parsers import EventJSONParser
 from observability import analytics, db, ingest
 from observability.filters import ApiRequestFilter, RollupFilter
 from observability.models import ApiRequest
@@ -38,6 +39,7 @@ class ApiRequestViewSet(viewsets.ModelViewSet):
     serializer_class = ApiRequestSerializer
     filterset_class = ApiRequestFilter
     filter_backends = [DjangoFilterBackend]
+    parser_classes = [EventJSONParser]
 
     def dispatch(self, request, *args, **kwargs):
         # Reads run under the analytics time limit: a query past it is cancelled (504).

@@ -146,7 +146,12 @@ class WorstBodyMemoryTests(SimpleTestCase):
         event = json.dumps(make_event()).encode()
         small = json.dumps(make_event())[:-1].encode()
         per_event = (self.LIMIT // 10_000) - len(small) - 20
+        # The costliest body the one-call decode accepts: 20,000 objects, then 2-byte strings.
+        costly = b"[" + b",".join([b'{"a":"ab"}'] * 10_000) + b',{"b":["'
+        costly += b'","'.join([b"ab"] * (self.LIMIT // 64 - 30_002)) + b'"]}'
+        costly += b',{"p":"' + b"p" * (self.LIMIT - len(costly) - 10) + b'"}]'
         return {
+            "one-call decode at its bounds": costly,
             "5.6M empty objects": self.fill(b"[", b"{}", b"]"),
             "8.4M zeros": self.fill(b"[", b"0", b"]"),
             "one event, 16 MiB unknown field of {}": self.fill(b"[" + small + b', "x": [', b"{}", b"]}]"),
