@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -27,6 +26,7 @@ from observability.models import METHODS, ApiRequest
 # Column order of the COPY and of the tuples the validator returns.
 COLUMNS = ("time", "service", "endpoint", "method", "status_code", "latency_ms", "trace_id", "user_ref")
 MAX_REPORTED_ERRORS = 100
+MAX_LATENCY_MS = 86_400_000  # API.md: a latency is at most one day
 
 REQUIRED = "This field is required."
 NOT_NULL = "This field may not be null."
@@ -150,6 +150,8 @@ def clean_latency_ms(value) -> float:
         raise Invalid("Must be a finite number (NaN and Infinity are not allowed).")
     if number < 0:
         raise Invalid("Ensure this value is greater than or equal to 0.")
+    if number > MAX_LATENCY_MS:
+        raise Invalid(f"Ensure this value is less than or equal to {MAX_LATENCY_MS} (one day).")
     return number
 
 
@@ -195,8 +197,9 @@ def validate_fields(data, *, partial: bool = False) -> tuple[dict, dict]:
     return cleaned, errors
 
 
-_FLOAT_MAX = sys.float_info.max
-_INT_MAX = 2**63  # far beyond any latency; keeps float() from overflowing
+# The fast path's latency bounds: the contract's cap (clean_latency_ms words the message).
+_FLOAT_MAX = float(MAX_LATENCY_MS)
+_INT_MAX = MAX_LATENCY_MS
 _PLAIN_TIME = re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:\.\d{1,6})?(?:Z|[+-]\d\d:\d\d)?").fullmatch
 _fromisoformat = datetime.fromisoformat
 
@@ -226,7 +229,7 @@ def validate_event(data, *, plain: bool = False) -> tuple | dict:
             and type(endpoint) is str and 0 < len(endpoint) <= 255
             and type(trace) is str and len(trace) <= 64
             and type(user) is str and len(user) <= 128
-            and get("method") in _METHODS
+            and type(get("method")) is str and get("method") in _METHODS  # a dict isn't hashable
             and type(code) is int and 100 <= code <= 599
             and ((type(latency) is float and 0.0 <= latency <= _FLOAT_MAX)  # NaN fails both
                  or (type(latency) is int and 0 <= latency <= _INT_MAX))
