@@ -63,6 +63,11 @@ else
   fi
 fi
 
+step "API contract: schema, offline docs, schemathesis, Postman import (scripts/test_schemathesis.sh)"
+bash scripts/test_schemathesis.sh | tee "$work/contract.log"
+[ "${PIPESTATUS[0]}" = 0 ] || status=1
+ran+=("$(tail -n 1 "$work/contract.log")")
+
 step "summary"
 for line in "${ran[@]}"; do echo "  $line"; done
 "$PY" - "$APM_TEST_RESULTS_FILE" <<'PYEOF'
