@@ -1,8 +1,11 @@
 """The list filters of API.md, shared by the list, /kpis/ and /top-endpoints/."""
 
+from datetime import UTC
+
 from django import forms
 from django.db.models import Q
 from django_filters import rest_framework as filters
+from django_filters.fields import IsoDateTimeField
 from drf_spectacular.utils import extend_schema_field
 
 from observability.models import METHODS, ApiRequest
@@ -40,6 +43,21 @@ class TextFilter(filters.CharFilter):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, validators=[_no_nul, *kwargs.pop("validators", [])], **kwargs)
+
+
+class UtcDateTimeField(IsoDateTimeField):
+    """An ISO 8601 time, refused (400) when it has no UTC equivalent (0001-01-01T00:00+05:00)."""
+
+    def to_python(self, value):
+        value = super().to_python(value)
+        try:
+            return value.astimezone(UTC) if value is not None else None
+        except OverflowError:
+            raise forms.ValidationError("Out of range once converted to UTC.", code="invalid") from None
+
+
+class UtcDateTimeFilter(filters.IsoDateTimeFilter):
+    field_class = UtcDateTimeField
 
 
 class IntegerFilter(filters.NumberFilter):
@@ -86,9 +104,9 @@ class ApiRequestFilter(filters.FilterSet):
                                   help_text="One code or a comma-separated list (500,502,503); each 100-599.")
     status_min = IntegerFilter(field_name="status_code", lookup_expr="gte", min_value=100, max_value=599)
     status_max = IntegerFilter(field_name="status_code", lookup_expr="lte", min_value=100, max_value=599)
-    start = filters.IsoDateTimeFilter(field_name="time", lookup_expr="gte",
+    start = UtcDateTimeFilter(field_name="time", lookup_expr="gte",
                                       help_text="Inclusive; not after end.")
-    end = filters.IsoDateTimeFilter(field_name="time", lookup_expr="lt", help_text="Exclusive.")
+    end = UtcDateTimeFilter(field_name="time", lookup_expr="lt", help_text="Exclusive.")
     latency_min = filters.NumberFilter(field_name="latency_ms", lookup_expr="gte", min_value=0,
                                        max_value=MAX_LATENCY_MS)
     latency_max = filters.NumberFilter(field_name="latency_ms", lookup_expr="lte", min_value=0,
@@ -120,9 +138,9 @@ class RollupFilter(filters.FilterSet):
 
     service = TextFilter()
     endpoint = TextFilter()
-    start = filters.IsoDateTimeFilter(field_name="bucket", lookup_expr="gte",
+    start = UtcDateTimeFilter(field_name="bucket", lookup_expr="gte",
                                       help_text="Bucket start, inclusive; not after end.")
-    end = filters.IsoDateTimeFilter(field_name="bucket", lookup_expr="lt", help_text="Bucket start, exclusive.")
+    end = UtcDateTimeFilter(field_name="bucket", lookup_expr="lt", help_text="Bucket start, exclusive.")
 
     class Meta:
         form = RangeForm

@@ -67,7 +67,8 @@ class BadFieldTests(TestCase):
         for value in (86_400_000.5, 86_400_001, 10**18, "86400001"):
             self.assertEqual(self.rejected_fields(latency_ms=value),
                              {"latency_ms": ["Ensure this value is less than or equal to 86400000 (one day)."]}, value)
-        response = self.client.post("/api/requests/", make_event(latency_ms=86_400_001), content_type="application/json")
+        response = self.client.post("/api/requests/", make_event(latency_ms=86_400_001),
+                                    content_type="application/json")
         self.assertEqual(response.status_code, 400)
         self.assertEqual(post_ingest(self.client, [make_event(latency_ms=86_400_000)]).json()["inserted"], 1)
 

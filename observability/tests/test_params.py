@@ -154,10 +154,18 @@ class RangeTests(ApiTestCase):
     def test_values_outside_the_contract_are_400s_naming_them(self):
         for name, value in [("status_min", "600"), ("status_max", "99"), ("status_code", "500,600"),
                             ("status_min", "500.5"), ("latency_min", "-1"), ("latency_max", "86400001"),
-                            ("method", "fetch"), ("service", "a\x00b"), ("search", "\x00")]:
+                            ("method", "fetch"), ("service", "a\x00b"), ("search", "\x00"),
+                            ("start", "0001-01-01T00:00:00+05:00"), ("end", "9999-12-31T23:59:59-05:00")]:
             response = self.client.get(LIST, {name: value})
             self.assertEqual(response.status_code, 400, (name, value))
             self.assertIn(name, response.json()["detail"])
+
+    def test_times_without_a_utc_equivalent_are_400s_on_every_endpoint(self):
+        for url in (LIST, HOURLY, DAILY, KPIS, TOP):
+            for name, value in (("start", "0001-01-01T00:00:00+05:00"), ("end", "9999-12-31T23:59:59-05:00")):
+                response = self.client.get(url, {name: value})
+                self.assertEqual(response.status_code, 400, (url, name))
+                self.assertEqual(response.json()[name], ["Out of range once converted to UTC."])
 
     def test_method_takes_each_of_the_seven_in_upper_or_lower_case(self):
         post_ingest(self.client, [make_event(method=m) for m in ("GET", "HEAD", "POST", "PUT", "PATCH",
