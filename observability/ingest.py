@@ -259,6 +259,25 @@ def _plain_text(*values: str) -> bool:
     return True
 
 
+def update_event(instance: ApiRequest, changes: dict) -> ApiRequest:
+    """Apply validated field changes to a stored event (PUT/PATCH), keeping its id.
+
+    On a TimescaleDB hypertable an UPDATE can't move a row to another chunk (the chunk's
+    CHECK constraint fails), so an event whose time changes is deleted and inserted again,
+    in one transaction; the same on every database, so there is one code path.
+    """
+    moved = "time" in changes and changes["time"] != instance.time
+    for name, value in changes.items():
+        setattr(instance, name, value)
+    with transaction.atomic():
+        if moved:
+            ApiRequest.objects.filter(pk=instance.pk).delete()
+            instance.save(force_insert=True)
+        else:
+            instance.save()
+    return instance
+
+
 # --- Parsing a bulk request -----------------------------------------------------------------
 
 

@@ -229,6 +229,9 @@ class BoundedFilterExtension(DjangoFilterExtension):
             for kwarg, keyword in (("min_value", "minimum"), ("max_value", "maximum")):
                 if kwarg in filter_field.extra:
                     target[keyword] = filter_field.extra[kwarg]
+                    # The model field's width (int64 on SQLite, int16 on PostgreSQL) says
+                    # nothing once the filter has bounds, and would make the schema vendor-specific.
+                    target.pop("format", None)
             if isinstance(filter_field, TextFilter) and "enum" not in target:
                 target["pattern"] = r"^[^\x00]*$"  # a NUL is a 400 (see filters.TextFilter)
         return parameters

@@ -62,6 +62,9 @@ class ApiRequestSerializer(serializers.ModelSerializer):
     trace_id = _text(64, blank=True)
     user_ref = _text(128, blank=True)
 
+    def update(self, instance, validated_data):
+        return ingest.update_event(instance, validated_data)
+
     def to_internal_value(self, data):
         cleaned, errors = ingest.validate_fields(data, partial=self.partial)
         if errors:

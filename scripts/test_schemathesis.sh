@@ -10,7 +10,7 @@
 # keys exist), or APM_FUZZ_HEADER="Name: value" to use your own. Without a credential the
 # ignored_auth check is left out (nothing to check: every request is anonymous).
 # Knobs: APM_FUZZ_SEED (default 13), APM_FUZZ_EXAMPLES (default 20 per operation),
-# APM_FUZZ_POSTMAN=0 skips step 4. The last line printed is the one-line summary.
+# APM_FUZZ_POSTMAN=0 skips step 4, APM_FUZZ_DATABASE_URL fuzzes another (throwaway) database. The last line printed is the one-line summary.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/bootstrap.sh
@@ -29,7 +29,9 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-export DATABASE_URL="sqlite:///$work/contract.sqlite3" APM_TIMESCALE=off DJANGO_DEBUG=0 \
+# APM_FUZZ_DATABASE_URL: fuzz against that (migrated, throwaway) database instead of SQLite.
+export DATABASE_URL="${APM_FUZZ_DATABASE_URL:-sqlite:///$work/contract.sqlite3}" DJANGO_DEBUG=0 \
+  APM_TIMESCALE="$([ -n "${APM_FUZZ_DATABASE_URL:-}" ] && echo auto || echo off)" \
   DJANGO_SECRET_KEY="${DJANGO_SECRET_KEY:-contract-tests-only-not-a-secret-0123456789abcdef}" \
   DJANGO_STATIC_ROOT="$work/static" DJANGO_ALLOWED_HOSTS=127.0.0.1
 declare -a results=()
