@@ -94,6 +94,8 @@ class UnknownParameterTests(ApiTestCase):
 
     def test_a_new_action_is_strict_until_it_declares_its_parameters(self):
         class ProbeViewSet(StrictQueryParamsMixin, viewsets.GenericViewSet):
+            authentication_classes = permission_classes = ()  # parameters only, whatever access rules apply
+
             @action(detail=False)
             def bare(self, request):
                 return Response({"ok": True})
