@@ -9,7 +9,7 @@
 # Credentials: the headers of observability.tests.utils.api_key_headers("admin") (none until API
 # keys exist), or APM_FUZZ_HEADER="Name: value" to use your own. Without a credential the
 # ignored_auth check is left out (nothing to check: every request is anonymous).
-# Knobs: APM_FUZZ_SEED (default 13), APM_FUZZ_EXAMPLES (default 20 per operation),
+# Knobs: APM_FUZZ_SEED (default 13), APM_FUZZ_EXAMPLES (default 15 per operation),
 # APM_FUZZ_POSTMAN=0 skips step 4, APM_FUZZ_DATABASE_URL fuzzes another (throwaway) database. The last line printed is the one-line summary.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 source scripts/bootstrap.sh || { echo "API contract: FAILED (bootstrap)"; exit 1; }
 
 SEED=${APM_FUZZ_SEED:-13}
-EXAMPLES=${APM_FUZZ_EXAMPLES:-20}
+EXAMPLES=${APM_FUZZ_EXAMPLES:-15}
 NPM_VERSIONS="openapi-to-postmanv2@6.3.3 newman@6.2.2"
 TOOLS="$PWD/.tools/npm"
 work=$(mktemp -d /tmp/apm-contract.XXXXXX)
