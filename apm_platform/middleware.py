@@ -9,6 +9,7 @@ import sys
 from http import HTTPStatus
 
 from django.conf import settings
+from django.core.exceptions import TooManyFieldsSent
 from django.http import JsonResponse, UnreadablePostError
 from rest_framework import exceptions
 from rest_framework.response import Response
@@ -40,6 +41,13 @@ class JsonErrorMiddleware:
         self.get_response = get_response
 
     def __call__(self, request):
+        try:
+            request.GET  # noqa: B018 (parsed here, once: see below)
+        except TooManyFieldsSent:
+            # Django raises this from the first read of request.GET; inside a DRF view, with
+            # DEBUG on, DRF's own error path then fails too (no accepted_renderer yet): a 500.
+            return error_response(400, "Too many query parameters: at most "
+                                       f"{settings.DATA_UPLOAD_MAX_NUMBER_FIELDS} are accepted.")
         response = self.get_response(request)
         if response.status_code < 400:
             return response

@@ -35,6 +35,9 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "django_filters",
+    "drf_spectacular",
+    # Swagger UI and Redoc as static files: /api/docs/ and /api/redoc/ work offline.
+    "drf_spectacular_sidecar",
     "observability",
 ]
 
@@ -133,6 +136,33 @@ REST_FRAMEWORK = {
     # Responses carry UTC with an explicit offset: 2026-01-01T00:00:00Z.
     "DATETIME_FORMAT": "iso-8601",
     "COERCE_DECIMAL_TO_STRING": False,
+    # ?format=xml is a 400 naming the formats offered, not DRF's bare 404 (observability/params.py).
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "observability.params.StrictContentNegotiation",
+    "DEFAULT_SCHEMA_CLASS": "observability.schema.ApmAutoSchema",
+}
+
+# --- OpenAPI schema (/api/schema/, docs/openapi.yaml; see observability/schema.py) -----------
+SPECTACULAR_SETTINGS = {
+    "TITLE": "APM Observability API",
+    "DESCRIPTION": (
+        "API request events: ingest, CRUD, rollups and analytics. The contract is docs/API.md; "
+        "every error is JSON with a `detail` string; an unknown query parameter is a 400."
+    ),
+    "VERSION": "1.0.0",
+    # A request body ("ApiRequestRequest") apart from the response ("ApiRequest"): id is read-only.
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SERVE_INCLUDE_SCHEMA": False,
+    # The schema and docs pages follow the API's own access rules once they exist.
+    "SERVE_PERMISSIONS": REST_FRAMEWORK["DEFAULT_PERMISSION_CLASSES"],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    # No badge fetched from validator.swagger.io: the page makes no request off this server.
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "observability.schema.add_plain_views",
+    ],
 }
 
 # --- The product's own limits ---------------------------------------------------------------

@@ -3,53 +3,84 @@
 from datetime import UTC
 
 from django import forms
-from django.core.exceptions import ValidationError
 from django.db.models import Q
-from django_filters import fields as filter_fields
 from django_filters import rest_framework as filters
+from django_filters.fields import IsoDateTimeField
+from drf_spectacular.utils import extend_schema_field
 
-from observability.models import ApiRequest
+from observability.models import METHODS, ApiRequest
+
+MAX_LATENCY_MS = 86_400_000  # API.md: an event's latency is at most one day
 
 # Filters that the hourly rollup can answer (its grouping columns and its time bucket).
 ROLLUP_FILTERS = frozenset({"service", "endpoint", "start", "end"})
 
 
-class Int64Field(forms.IntegerField):
-    """An integer the database can hold (SQLite raises OverflowError past 64 bits: a 500)."""
+class RangeForm(forms.Form):
+    """The filter form, refusing contradictory ranges: `start` after `end` and the like (400)."""
+
+    # (lower, upper): the lower bound may not be above the upper one.
+    RANGES = (("start", "end"), ("status_min", "status_max"), ("latency_min", "latency_max"))
+
+    def clean(self):
+        cleaned = super().clean()
+        for low, high in self.RANGES:
+            lo, hi = cleaned.get(low), cleaned.get(high)
+            if lo is not None and hi is not None and lo > hi:
+                relation = "after" if low == "start" else "above"
+                self.add_error(low, f"{low} ({self.data.get(low)}) is {relation} {high} ({self.data.get(high)}).")
+        return cleaned
+
+
+def _no_nul(value):
+    # PostgreSQL can't compare with a string holding NUL (psycopg2 raises): a 400, not a 500.
+    if value and "\x00" in value:
+        raise forms.ValidationError("Null characters are not allowed.")
+
+
+class TextFilter(filters.CharFilter):
+    """An exact or substring text match; a NUL character is a 400."""
 
     def __init__(self, *args, **kwargs):
-        kwargs.setdefault("min_value", -(2**63))
-        kwargs.setdefault("max_value", 2**63 - 1)
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, validators=[_no_nul, *kwargs.pop("validators", [])], **kwargs)
+
+
+class UtcDateTimeField(IsoDateTimeField):
+    """An ISO 8601 time, refused (400) when it has no UTC equivalent (0001-01-01T00:00+05:00)."""
+
+    def to_python(self, value):
+        value = super().to_python(value)
+        try:
+            return value.astimezone(UTC) if value is not None else None
+        except OverflowError:
+            raise forms.ValidationError("Out of range once converted to UTC.", code="invalid") from None
+
+
+class UtcDateTimeFilter(filters.IsoDateTimeFilter):
+    field_class = UtcDateTimeField
+
+
+class IntegerFilter(filters.NumberFilter):
+    field_class = forms.IntegerField
 
 
 class IntegerInFilter(filters.BaseInFilter):
     """`status_code=500,502,503`: a comma-separated list of integers."""
 
-    field_class = Int64Field
+    field_class = forms.IntegerField
 
 
-class UtcIsoDateTimeField(filter_fields.IsoDateTimeField):
-    """An ISO 8601 time that still exists in UTC: 0001-01-01T00:00+05:00 is in year 0 there,
-    which the database adapter can't convert (a 500 on SQLite)."""
+@extend_schema_field({"type": "string", "enum": [*METHODS, *(m.lower() for m in METHODS)]})
+class MethodFilter(TextFilter):
+    """One of the seven methods, in any letter case (stored upper case: `method=get` finds GET)."""
 
-    def to_python(self, value):
-        value = super().to_python(value)
-        if value is not None:
-            try:
-                value.astimezone(UTC)
-            except OverflowError:
-                raise ValidationError("Datetime is out of range once converted to UTC.",
-                                      code="invalid") from None
-        return value
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, validators=[self.validate_method], **kwargs)
 
-
-class UtcIsoDateTimeFilter(filters.IsoDateTimeFilter):
-    field_class = UtcIsoDateTimeField
-
-
-class UpperCharFilter(filters.CharFilter):
-    """Methods are stored upper case; `method=get` finds GET."""
+    @staticmethod
+    def validate_method(value):
+        if value and value.upper() not in METHODS:
+            raise forms.ValidationError(f'"{value}" is not a valid method. Use one of {", ".join(METHODS)}.')
 
     def filter(self, qs, value):
         return super().filter(qs, value.upper() if value else value)
@@ -64,24 +95,30 @@ class TieBreakingOrderingFilter(filters.OrderingFilter):
 
 
 class ApiRequestFilter(filters.FilterSet):
-    service = filters.CharFilter()
-    endpoint = filters.CharFilter()
-    method = UpperCharFilter()
-    trace_id = filters.CharFilter()
-    user_ref = filters.CharFilter()
-    status_code = IntegerInFilter(field_name="status_code", lookup_expr="in")
-    status_min = filters.NumberFilter(field_name="status_code", lookup_expr="gte")
-    status_max = filters.NumberFilter(field_name="status_code", lookup_expr="lte")
-    start = UtcIsoDateTimeFilter(field_name="time", lookup_expr="gte")
-    end = UtcIsoDateTimeFilter(field_name="time", lookup_expr="lt")
-    latency_min = filters.NumberFilter(field_name="latency_ms", lookup_expr="gte")
-    latency_max = filters.NumberFilter(field_name="latency_ms", lookup_expr="lte")
-    search = filters.CharFilter(method="filter_search")
+    service = TextFilter()
+    endpoint = TextFilter()
+    method = MethodFilter()
+    trace_id = TextFilter()
+    user_ref = TextFilter()
+    status_code = IntegerInFilter(field_name="status_code", lookup_expr="in", min_value=100, max_value=599,
+                                  help_text="One code or a comma-separated list (500,502,503); each 100-599.")
+    status_min = IntegerFilter(field_name="status_code", lookup_expr="gte", min_value=100, max_value=599)
+    status_max = IntegerFilter(field_name="status_code", lookup_expr="lte", min_value=100, max_value=599)
+    start = UtcDateTimeFilter(field_name="time", lookup_expr="gte",
+                                      help_text="Inclusive; not after end.")
+    end = UtcDateTimeFilter(field_name="time", lookup_expr="lt", help_text="Exclusive.")
+    latency_min = filters.NumberFilter(field_name="latency_ms", lookup_expr="gte", min_value=0,
+                                       max_value=MAX_LATENCY_MS)
+    latency_max = filters.NumberFilter(field_name="latency_ms", lookup_expr="lte", min_value=0,
+                                       max_value=MAX_LATENCY_MS)
+    search = TextFilter(method="filter_search",
+                                help_text="Substring of endpoint, trace_id or user_ref (any case).")
     ordering = TieBreakingOrderingFilter(fields=("time", "latency_ms", "status_code"))
 
     class Meta:
         model = ApiRequest
         fields: list[str] = []
+        form = RangeForm
 
     def filter_search(self, queryset, name, value):
         return queryset.filter(
@@ -99,7 +136,11 @@ class ApiRequestFilter(filters.FilterSet):
 class RollupFilter(filters.FilterSet):
     """`/hourly/` and `/daily/`: series and a half-open range on the bucket start."""
 
-    service = filters.CharFilter()
-    endpoint = filters.CharFilter()
-    start = UtcIsoDateTimeFilter(field_name="bucket", lookup_expr="gte")
-    end = UtcIsoDateTimeFilter(field_name="bucket", lookup_expr="lt")
+    service = TextFilter()
+    endpoint = TextFilter()
+    start = UtcDateTimeFilter(field_name="bucket", lookup_expr="gte",
+                                      help_text="Bucket start, inclusive; not after end.")
+    end = UtcDateTimeFilter(field_name="bucket", lookup_expr="lt", help_text="Bucket start, exclusive.")
+
+    class Meta:
+        form = RangeForm

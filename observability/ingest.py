@@ -29,6 +29,7 @@ from observability.models import METHODS, ApiRequest
 # Column order of the COPY and of the tuples the validator returns.
 COLUMNS = ("time", "service", "endpoint", "method", "status_code", "latency_ms", "trace_id", "user_ref")
 MAX_REPORTED_ERRORS = 100
+MAX_LATENCY_MS = 86_400_000  # API.md: a latency is at most one day
 
 REQUIRED = "This field is required."
 NOT_NULL = "This field may not be null."
@@ -81,7 +82,6 @@ MAX_UTC_OFFSET = timedelta(hours=16)
 # A clock skewed by a day is a client bug; an event far in the future would sit in every
 # "last N hours" window until then.
 MAX_AHEAD = timedelta(hours=24)
-MAX_LATENCY_MS = 86_400_000
 OFFSET_TOO_LARGE = "The UTC offset must be within -15:59 and +15:59."
 TOO_FAR_AHEAD = "Datetime is more than 24 hours ahead of the server's clock."
 
@@ -304,6 +304,25 @@ def _plain_text(*values: str) -> bool:
         if "\x00" in value or not value.isascii():
             return False  # let the field rules decide, with their messages
     return True
+
+
+def update_event(instance: ApiRequest, changes: dict) -> ApiRequest:
+    """Apply validated field changes to a stored event (PUT/PATCH), keeping its id.
+
+    On a TimescaleDB hypertable an UPDATE can't move a row to another chunk (the chunk's
+    CHECK constraint fails), so an event whose time changes is deleted and inserted again,
+    in one transaction; the same on every database, so there is one code path.
+    """
+    moved = "time" in changes and changes["time"] != instance.time
+    for name, value in changes.items():
+        setattr(instance, name, value)
+    with transaction.atomic():
+        if moved:
+            ApiRequest.objects.filter(pk=instance.pk).delete()
+            instance.save(force_insert=True)
+        else:
+            instance.save()
+    return instance
 
 
 # --- Parsing a bulk request -----------------------------------------------------------------

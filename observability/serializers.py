@@ -4,10 +4,45 @@ Event fields are checked by `ingest.validate_fields`, the same rules the bulk en
 so a single POST and a bulk ingest accept and reject exactly the same input.
 """
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from observability import analytics, ingest
-from observability.models import ApiRequest
+from observability.models import METHODS, ApiRequest
+
+# The event contract's bounds (API.md "The event"), given to the schema; ingest.py enforces them.
+MAX_LATENCY_MS = 86_400_000
+METHOD_SPELLINGS = (*METHODS, *(m.lower() for m in METHODS))
+NO_NUL = r"^[^\x00]*$"
+
+
+def _text(max_length: int, *, blank: bool) -> serializers.CharField:
+    """A text field of the event, documented with its length and no NUL character."""
+    schema = {"type": "string", "maxLength": max_length, "pattern": NO_NUL}
+    if blank:
+        schema["nullable"] = True  # null is taken as ""
+    else:
+        schema["minLength"] = 1
+    # A class per field (serializers deep-copy their fields, dropping instance attributes), and not
+    # a CharField, whose blank handling drf-spectacular would add to this schema.
+    field_class = extend_schema_field(schema)(type("EventTextField", (_TextOut,), {}))
+    return field_class(required=not blank)
+
+
+class _TextOut(serializers.Field):
+    def to_representation(self, value):
+        return value
+
+
+@extend_schema_field({"type": "string", "enum": list(METHOD_SPELLINGS),
+                      "description": "HTTP method; lower case is accepted and stored upper case."})
+class MethodField(serializers.CharField):
+    """An HTTP method as the contract spells it (documentation only: ingest.py validates)."""
+
+
+class EventLatencyField(serializers.FloatField):
+    """An event's latency: at most MAX_LATENCY_MS when written; rows stored before that cap may
+    read back higher, so only the request schema carries the maximum (schema.py)."""
 
 
 class ApiRequestSerializer(serializers.ModelSerializer):
@@ -15,6 +50,20 @@ class ApiRequestSerializer(serializers.ModelSerializer):
         model = ApiRequest
         fields = ["id", *ingest.COLUMNS]
         read_only_fields = ["id"]
+        # Used by the schema only (to_internal_value below does the validating).
+        extra_kwargs = {
+            "status_code": {"min_value": 100, "max_value": 599},
+        }
+
+    service = _text(100, blank=False)
+    endpoint = _text(255, blank=False)
+    method = MethodField()
+    latency_ms = EventLatencyField()
+    trace_id = _text(64, blank=True)
+    user_ref = _text(128, blank=True)
+
+    def update(self, instance, validated_data):
+        return ingest.update_event(instance, validated_data)
 
     def to_internal_value(self, data):
         cleaned, errors = ingest.validate_fields(data, partial=self.partial)
@@ -23,19 +72,51 @@ class ApiRequestSerializer(serializers.ModelSerializer):
         return cleaned
 
 
+@extend_schema_field({"type": "string", "enum": ["true", "false", "1", "0"]})
+class StrictBooleanField(serializers.BooleanField):
+    """A query-string boolean: exactly `true`, `false`, `1` or `0` (API.md), nothing else.
+
+    DRF's BooleanField also takes `yes`, `on`, `t`, `True`...; a contract that names two
+    spellings keeps clients to them, so a typo like `db=banana` is a 400, never a guess.
+    """
+
+    TRUE_VALUES = {"true", "1"}
+    FALSE_VALUES = {"false", "0"}
+    CHOICES = ("true", "false", "1", "0")
+    default_error_messages = {"invalid": "Must be one of true, false, 1, 0."}
+
+    def to_internal_value(self, data):
+        if data is True or data is False:
+            return data
+        if isinstance(data, str):
+            if data in self.TRUE_VALUES:
+                return True
+            if data in self.FALSE_VALUES:
+                return False
+        self.fail("invalid")
+
+
 class StrictParamSerializer(serializers.Serializer):
-    strict = serializers.BooleanField(required=False, default=False)
+    strict = StrictBooleanField(required=False, default=False, help_text=(
+        "true: all or nothing (201, or 400 storing nothing); false: store the valid events (200)."))
 
 
 class KpiParamSerializer(serializers.Serializer):
-    with_p95 = serializers.BooleanField(required=False, default=True)
+    with_p95 = StrictBooleanField(required=False, default=True,
+                                  help_text="false skips the percentile (null) for a cheaper answer.")
 
 
 class TopEndpointsParamSerializer(serializers.Serializer):
     sort = serializers.ChoiceField(choices=analytics.SORT_KEYS, required=False, default="hits")
     order = serializers.ChoiceField(choices=("desc", "asc"), required=False, default="desc")
     limit = serializers.IntegerField(min_value=1, max_value=1000, required=False, default=10)
-    with_p95 = serializers.BooleanField(required=False, default=False)
+    with_p95 = StrictBooleanField(required=False, default=False,
+                                  help_text="true: every row carries the percentile.")
+
+
+class HealthParamSerializer(serializers.Serializer):
+    db = StrictBooleanField(required=False, default=False,
+                            help_text="true: also check the database (503 when it can't be reached).")
 
 
 def query_params(serializer_class, request) -> dict:
@@ -45,3 +126,62 @@ def query_params(serializer_class, request) -> dict:
     serializer = serializer_class(data=data)
     serializer.is_valid(raise_exception=True)
     return serializer.validated_data
+
+
+# --- Output shapes (the OpenAPI schema's; the views return plain dicts of this shape) -------
+
+
+class RollupRowSerializer(serializers.Serializer):
+    bucket = serializers.DateTimeField()
+    service = serializers.CharField()
+    endpoint = serializers.CharField()
+    hits = serializers.IntegerField(min_value=0)
+    errors = serializers.IntegerField(min_value=0)
+    error_rate = serializers.FloatField(min_value=0, max_value=1)
+    avg_latency_ms = serializers.FloatField(allow_null=True)
+    max_latency_ms = serializers.FloatField(allow_null=True)
+    p95_latency_ms = serializers.FloatField(allow_null=True)
+
+
+class KpiSerializer(serializers.Serializer):
+    hits = serializers.IntegerField(min_value=0)
+    errors = serializers.IntegerField(min_value=0)
+    error_rate = serializers.FloatField(min_value=0, max_value=1)
+    avg_latency_ms = serializers.FloatField(allow_null=True)
+    max_latency_ms = serializers.FloatField(allow_null=True)
+    p95_latency_ms = serializers.FloatField(allow_null=True)
+    source = serializers.ChoiceField(choices=("hourly", "raw"))
+
+
+class TopEndpointRowSerializer(serializers.Serializer):
+    service = serializers.CharField()
+    endpoint = serializers.CharField()
+    hits = serializers.IntegerField(min_value=0)
+    errors = serializers.IntegerField(min_value=0)
+    error_rate = serializers.FloatField(min_value=0, max_value=1)
+    avg_latency_ms = serializers.FloatField(allow_null=True)
+    max_latency_ms = serializers.FloatField(allow_null=True)
+    p95_latency_ms = serializers.FloatField(allow_null=True, required=False,
+                                            help_text="Present with with_p95=true or sort=p95_latency_ms.")
+
+
+class TopEndpointsSerializer(serializers.Serializer):
+    results = TopEndpointRowSerializer(many=True)
+    source = serializers.ChoiceField(choices=("hourly", "raw"))
+
+
+class IngestEventErrorSerializer(serializers.Serializer):
+    index = serializers.IntegerField(min_value=0)
+    errors = serializers.DictField(child=serializers.ListField(child=serializers.CharField()))
+
+
+class IngestResultSerializer(serializers.Serializer):
+    inserted = serializers.IntegerField(min_value=0)
+    rejected = serializers.IntegerField(min_value=0)
+    errors = IngestEventErrorSerializer(many=True, help_text="The first 100 rejected events.")
+    errors_truncated = serializers.BooleanField(required=False, help_text="Present (true) when errors were cut.")
+
+
+class HealthSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=("ok", "error"))
+    db = serializers.CharField(required=False, help_text='"ok", or why the database can\'t be reached.')

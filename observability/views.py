@@ -4,6 +4,7 @@ import logging
 
 from django.conf import settings
 from django_filters.rest_framework import DjangoFilterBackend
+from drf_spectacular.utils import extend_schema
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
@@ -14,12 +15,18 @@ from apm_platform.parsers import EventJSONParser
 from observability import analytics, db, ingest
 from observability.filters import ApiRequestFilter, RollupFilter
 from observability.models import ApiRequest
+from observability.params import StrictQueryParamsMixin
 from observability.serializers import (
     ApiRequestSerializer,
+    HealthParamSerializer,
+    HealthSerializer,
+    IngestResultSerializer,
     KpiParamSerializer,
+    KpiSerializer,
+    RollupRowSerializer,
     StrictParamSerializer,
     TopEndpointsParamSerializer,
-    query_params,
+    TopEndpointsSerializer,
 )
 
 logger = logging.getLogger(__name__)
@@ -32,7 +39,9 @@ def _filterset(filterset_class, request, queryset):
     return filterset
 
 
-class ApiRequestViewSet(viewsets.ModelViewSet):
+# Each action declares its query parameters (filterset_class, query_serializer, paginated: see
+# params.py); any other parameter is a 400, and the OpenAPI schema documents the same set.
+class ApiRequestViewSet(StrictQueryParamsMixin, viewsets.ModelViewSet):
     """API request events: CRUD, bulk ingest and analytics."""
 
     queryset = ApiRequest.objects.order_by("-time", "-id")
@@ -62,10 +71,18 @@ class ApiRequestViewSet(viewsets.ModelViewSet):
         super().perform_destroy(instance)
         ingest.refresh_after_write([when])
 
-    @action(detail=False, methods=["post"])
+    @extend_schema(
+        request={"application/json": {"oneOf": [
+            {"type": "array", "items": {"$ref": "#/components/schemas/ApiRequestRequest"}},
+            {"type": "object", "required": ["events"], "properties": {
+                "events": {"type": "array", "items": {"$ref": "#/components/schemas/ApiRequestRequest"}}}}]}},
+        responses={200: IngestResultSerializer, 201: IngestResultSerializer, 400: {"anyOf": [
+            {"$ref": "#/components/schemas/IngestResult"}, {"$ref": "#/components/schemas/Error"}]}},
+    )
+    @action(detail=False, methods=["post"], query_serializer=StrictParamSerializer)
     def ingest(self, request):
         """Store a batch of events: all valid ones, or with ?strict=true all or nothing."""
-        strict = query_params(StrictParamSerializer, request)["strict"]
+        strict = self.query_params()["strict"]
         try:
             ingest.check_json_content_type(request.content_type)
             raw = ingest.read_body(request._request)
@@ -87,30 +104,35 @@ class ApiRequestViewSet(viewsets.ModelViewSet):
         # datetimes as ...Z): a field serializer would only cost ~25 ms per 1000 rows.
         return self.get_paginated_response(self.paginate_queryset(rows))
 
-    @action(detail=False, methods=["get"])
+    @extend_schema(responses=RollupRowSerializer)
+    @action(detail=False, methods=["get"], filterset_class=RollupFilter, paginated=True)
     def hourly(self, request):
         """One row per hour x service x endpoint."""
         return self._rollup(request, analytics.hourly_queryset())
 
-    @action(detail=False, methods=["get"])
+    @extend_schema(responses=RollupRowSerializer)
+    @action(detail=False, methods=["get"], filterset_class=RollupFilter, paginated=True)
     def daily(self, request):
         """One row per day x service x endpoint."""
         return self._rollup(request, analytics.daily_queryset())
 
-    @action(detail=False, methods=["get"])
+    @extend_schema(responses=KpiSerializer)
+    @action(detail=False, methods=["get"], filterset_class=ApiRequestFilter, query_serializer=KpiParamSerializer)
     def kpis(self, request):
         """Hits, errors, error rate and latency (avg, max, exact p95) over the filtered events."""
-        params = query_params(KpiParamSerializer, request)
+        params = self.query_params()
         filterset = _filterset(ApiRequestFilter, request, ApiRequest.objects.all())
         return Response(analytics.kpis(
             queryset=filterset.qs, filters=filterset.form.cleaned_data,
             used_filters=filterset.used_filters(), **params,
         ))
 
-    @action(detail=False, methods=["get"], url_path="top-endpoints")
+    @extend_schema(responses=TopEndpointsSerializer)
+    @action(detail=False, methods=["get"], url_path="top-endpoints", filterset_class=ApiRequestFilter,
+            query_serializer=TopEndpointsParamSerializer)
     def top_endpoints(self, request):
         """Service x endpoint series ranked by a chosen measure."""
-        params = query_params(TopEndpointsParamSerializer, request)
+        params = self.query_params()
         filterset = _filterset(ApiRequestFilter, request, ApiRequest.objects.all())
         return Response(analytics.top_endpoints(
             queryset=filterset.qs, filters=filterset.form.cleaned_data,
@@ -118,11 +140,15 @@ class ApiRequestViewSet(viewsets.ModelViewSet):
         ))
 
 
-class HealthView(APIView):
+class HealthView(StrictQueryParamsMixin, APIView):
     """Liveness, and with ?db=1 a database round trip."""
 
+    query_serializer = HealthParamSerializer
+
+    @extend_schema(responses={200: HealthSerializer, 503: HealthSerializer}, auth=[{}])
     def get(self, request):
-        if request.query_params.get("db") not in (None, "", "0", "false"):
+        """Liveness; with db=true (or 1) also a database round trip."""
+        if self.query_params()["db"]:
             # Bounded whatever the database does (DB_CONNECT_TIMEOUT + 1 s at most).
             problem = db.ping(timeout=settings.DB_CONNECT_TIMEOUT)
             if problem:

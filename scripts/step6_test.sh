@@ -71,6 +71,10 @@ case $rc in
      [ "${APM_REQUIRE_POSTGRES:-0}" = 1 ] && status=1 ;;
   *) ran+=("fault suite: FAILED"); status=1 ;;
 esac
+step "API contract: schema, offline docs, schemathesis, Postman import (scripts/test_schemathesis.sh)"
+bash scripts/test_schemathesis.sh | tee "$work/contract.log"
+[ "${PIPESTATUS[0]}" = 0 ] || status=1
+ran+=("$(tail -n 1 "$work/contract.log")")
 
 step "summary"
 for line in "${ran[@]}"; do echo "  $line"; done

@@ -109,3 +109,17 @@ class CrudTests(TestCase):
                                     content_type="application/json")
         self.assertEqual(response.status_code, 201)
         self.assertNotEqual(response.json()["id"], 999999)
+
+    def test_put_and_patch_can_move_an_event_to_any_other_time_keeping_its_id(self):
+        # On TimescaleDB the new time lies in another chunk, which an UPDATE can't move a row to.
+        pk = self.client.post(LIST_URL, make_event(), content_type="application/json").json()["id"]
+        for when in (BASE_TIME - timedelta(days=3650), BASE_TIME + timedelta(days=400), BASE_TIME):
+            response = self.client.put(f"{LIST_URL}{pk}/", make_event(time=when, status_code=503),
+                                       content_type="application/json")
+            self.assertEqual(response.status_code, 200, response.content)
+            self.assertEqual(response.json()["id"], pk)
+            response = self.client.patch(f"{LIST_URL}{pk}/", {"time": iso(when - timedelta(days=40))},
+                                         content_type="application/json")
+            self.assertEqual(response.status_code, 200, response.content)
+            stored = ApiRequest.objects.get()
+            self.assertEqual((stored.pk, stored.time, stored.status_code), (pk, when - timedelta(days=40), 503))

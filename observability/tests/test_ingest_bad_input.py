@@ -63,6 +63,19 @@ class BadFieldTests(TestCase):
         for value in (-0.001, "fast", True, None, {}, 10**400, "1" + "0" * 400):
             self.assertIn("latency_ms", self.rejected_fields(latency_ms=value), value)
 
+    def test_a_latency_above_one_day_is_rejected_on_every_path(self):
+        for value in (86_400_000.5, 86_400_001, 10**18, "86400001"):
+            self.assertEqual(self.rejected_fields(latency_ms=value),
+                             {"latency_ms": ["Ensure this value is less than or equal to 86400000 (one day)."]}, value)
+        response = self.client.post("/api/requests/", make_event(latency_ms=86_400_001),
+                                    content_type="application/json")
+        self.assertEqual(response.status_code, 400)
+        self.assertEqual(post_ingest(self.client, [make_event(latency_ms=86_400_000)]).json()["inserted"], 1)
+
+    def test_a_method_of_another_type_is_that_events_error_not_a_500(self):
+        for value in ({}, [], 7, None):
+            self.assertIn("method", self.rejected_fields(method=value), value)
+
     def test_nul_characters_are_rejected_in_every_string_field(self):
         for field in ("service", "endpoint", "trace_id", "user_ref"):
             errors = self.rejected_fields(**{field: "a\x00b"})

@@ -74,12 +74,13 @@ class SlowClientTests(SimpleTestCase):
                 started = time.monotonic()
                 status, _, body = server.request("GET", "/api/health/")
                 self.assertEqual((status, json.loads(body)), (200, {"status": "ok"}))
-                self.assertLess(time.monotonic() - started, 1.0)
+                # Generous for a loaded CI machine; a blocked thread would take the 2 s read timeout.
+                self.assertLess(time.monotonic() - started, 1.5)
             # GUNICORN_READ_TIMEOUT=2: the stalled connections are closed, their threads free.
             for sock in stalled:
                 started = time.monotonic()
                 self.assertEqual(sock.recv(1024), b"")
-                self.assertLess(time.monotonic() - started, 5)
+                self.assertLess(time.monotonic() - started, 8)  # the socket itself gives up at 10
                 sock.close()
 
     def test_a_body_shorter_than_its_content_length_is_a_400_and_frees_the_thread(self):
