@@ -1,9 +1,13 @@
-"""Root URLs: the API lives under /api/."""
+"""Root URLs: the API lives under /api/; people log in at /accounts/login/."""
 
+from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 urlpatterns = [
     path("api/", include("observability.urls")),
+    # Only login and logout: the password-reset views would need mail and more templates.
+    path("accounts/login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
 ]
 
 # Only used with DEBUG off; JsonErrorMiddleware covers DEBUG on as well.

@@ -4,10 +4,11 @@ from django_filters.rest_framework import DjangoFilterBackend
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
+from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from observability import analytics, db, ingest
+from observability import access, analytics, db, ingest
 from observability.filters import ApiRequestFilter, RollupFilter
 from observability.models import ApiRequest
 from observability.serializers import (
@@ -33,8 +34,13 @@ class ApiRequestViewSet(viewsets.ModelViewSet):
     serializer_class = ApiRequestSerializer
     filterset_class = ApiRequestFilter
     filter_backends = [DjangoFilterBackend]
+    # Access (access.ScopePermission): reads need `read`, other writes `admin`; creating events
+    # is ingest. `required_scope` is also what @action(required_scope=...) sets per action.
+    required_scope = None
+    action_scopes = {"create": "ingest"}
 
     def perform_create(self, serializer):
+        access.charge_ingest(self.request, 1)
         super().perform_create(serializer)
         ingest.refresh_after_write([serializer.instance.time])
 
@@ -48,7 +54,7 @@ class ApiRequestViewSet(viewsets.ModelViewSet):
         super().perform_destroy(instance)
         ingest.refresh_after_write([when])
 
-    @action(detail=False, methods=["post"])
+    @action(detail=False, methods=["post"], required_scope="ingest")
     def ingest(self, request):
         """Store a batch of events: all valid ones, or with ?strict=true all or nothing."""
         strict = query_params(StrictParamSerializer, request)["strict"]
@@ -64,6 +70,7 @@ class ApiRequestViewSet(viewsets.ModelViewSet):
         except ingest.BatchError as exc:
             return Response({"detail": exc.detail}, status=exc.status)
         del raw  # the decoded events are all that is needed from here on
+        access.charge_ingest(request, len(events))  # 429 before anything is stored
         result = ingest.ingest_events(events, strict=strict, escape=escape)
         if strict:
             code = status.HTTP_400_BAD_REQUEST if result.rejected else status.HTTP_201_CREATED
@@ -109,7 +116,10 @@ class ApiRequestViewSet(viewsets.ModelViewSet):
 
 
 class HealthView(APIView):
-    """Liveness, and with ?db=1 a database round trip."""
+    """Liveness, and with ?db=1 a database round trip. Public: no credential is looked at."""
+
+    authentication_classes = []
+    permission_classes = [AllowAny]
 
     def get(self, request):
         if request.query_params.get("db") not in (None, "", "0", "false"):

@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from django.test import TestCase
+from observability.tests.utils import ApiTestCase
 
 COLLECTION = Path(__file__).resolve().parents[2] / "postman" / "APM_Observability_Step2.postman_collection.json"
 EXPECTED = {
@@ -13,7 +13,7 @@ EXPECTED = {
 }
 
 
-class PostmanCollectionTests(TestCase):
+class PostmanCollectionTests(ApiTestCase):
     def test_every_request_in_the_collection_gets_the_documented_status(self):
         collection = json.loads(COLLECTION.read_text())
         self.assertEqual(collection["info"]["schema"],
