@@ -63,6 +63,9 @@ else
   fi
 fi
 
+step "Postman collection (newman, against gunicorn)"
+bash scripts/test_postman.sh "$work/postman.summary" || status=1; ran+=("$(cat "$work/postman.summary" 2>/dev/null || echo 'Postman/newman: FAILED (no summary)')")
+
 step "summary"
 for line in "${ran[@]}"; do echo "  $line"; done
 "$PY" - "$APM_TEST_RESULTS_FILE" <<'PYEOF'
