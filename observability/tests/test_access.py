@@ -15,7 +15,7 @@ from django.urls import path
 from apm_platform.urls import urlpatterns as service_urlpatterns
 from observability import access
 from observability.models import ApiKey, ApiRequest
-from observability.tests.utils import INGEST_URL, LIST_URL, api_key_headers, make_event, make_events
+from observability.tests.utils import INGEST_URL, LIST_URL, ApiTestCase, api_key_headers, make_event, make_events
 
 
 @access.login_required
@@ -358,3 +358,13 @@ class CommandTests(TestCase):
     def test_create_refuses_an_unknown_scope(self):
         with self.assertRaises(CommandError):
             self.run_command("create_api_key", "x", "--scope", "write")
+
+
+class TestClientTests(ApiTestCase):
+    """The suite's own plumbing: ApiTestCase clients are admins and cost no query per request."""
+
+    def test_the_client_carries_an_admin_key_and_looks_it_up_without_a_query(self):
+        with self.assertNumQueries(0):
+            response = self.client.get("/api/")  # the API root: no query of its own
+        self.assertEqual(response.status_code, 200)
+        self.assertEqual(ApiKey.objects.get(prefix=self.client.api_key.split("_")[1]).scope, "admin")
