@@ -368,3 +368,40 @@ class TestClientTests(ApiTestCase):
             response = self.client.get("/api/")  # the API root: no query of its own
         self.assertEqual(response.status_code, 200)
         self.assertEqual(ApiKey.objects.get(prefix=self.client.api_key.split("_")[1]).scope, "admin")
+
+
+class LocalCredentialsTests(TestCase):
+    """make run's local_credentials: a working admin key and staff login, the same on every start."""
+
+    def run_command(self, path, *extra) -> str:
+        out = io.StringIO()
+        call_command("local_credentials", "--file", str(path), "--url", "http://127.0.0.1:9000", *extra, stdout=out)
+        return out.getvalue()
+
+    def test_it_creates_then_reuses_an_admin_key_and_a_staff_login(self):
+        import tempfile
+        from pathlib import Path
+
+        with tempfile.TemporaryDirectory() as tmp, override_settings(DEBUG=True):
+            path = Path(tmp, "creds.json")
+            first = self.run_command(path)
+            saved = json.loads(path.read_text())
+            self.assertEqual(path.stat().st_mode & 0o777, 0o600)
+            self.assertIn(saved["api_key"], first)
+            self.assertIn(f"http://127.0.0.1:9000/accounts/login/ as admin / {saved['password']}", first)
+            response = Client().delete(f"{LIST_URL}999999/", **bearer(saved["api_key"]))
+            self.assertEqual(response.status_code, 404, "an admin key: past the permission check")
+            client = Client()
+            self.assertTrue(client.login(username="admin", password=saved["password"]))
+            self.assertTrue(get_user_model().objects.get(username="admin").is_staff)
+            self.assertEqual(self.run_command(path, "--key-only").strip(), saved["api_key"])
+            self.assertEqual(json.loads(path.read_text()), saved)
+            # A revoked key (or another database) gets a new one.
+            access.revoke_key(saved["api_key"].split("_")[1])
+            renewed = self.run_command(path, "--key-only").strip()
+            self.assertNotEqual(renewed, saved["api_key"])
+            self.assertEqual(Client().get(LIST_URL, **bearer(renewed)).status_code, 200)
+
+    def test_it_refuses_to_run_with_debug_off(self):
+        with self.assertRaises(CommandError):
+            self.run_command("/nonexistent/creds.json")
