@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import math
+import re
 import secrets
 import threading
 import time
@@ -45,6 +46,9 @@ SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 _GRANTS = {"admin": frozenset(SCOPES), "read": frozenset({"read"}), "ingest": frozenset({"ingest"})}
 _KEY_START = "apm_"
 WWW_AUTHENTICATE = 'Bearer realm="apm"'
+# apm_<8 hex>_<secret>: anything else is refused before it reaches the database (a NUL in a
+# query parameter would be a PostgreSQL error, not a 401).
+_KEY_SHAPE = re.compile(r"apm_([0-9a-f]{8})_[A-Za-z0-9_-]{1,200}")
 
 __all__ = [
     "ApiKeyAuthentication", "Principal", "ScopePermission", "SessionAuthentication", "charge_ingest",
@@ -151,9 +155,9 @@ def authenticate_key(key: str) -> Principal | None:
     if hit is not None and hit[0] > time.monotonic():
         return hit[1]
     principal = None
-    parts = key.split("_", 2)
-    if len(parts) == 3 and key.startswith(_KEY_START) and 0 < len(parts[1]) <= 16:
-        row = ApiKey.objects.filter(prefix=parts[1]).first()
+    shape = _KEY_SHAPE.fullmatch(key)
+    if shape is not None:
+        row = ApiKey.objects.filter(prefix=shape.group(1)).first()
         if row is not None and hmac.compare_digest(row.key_hash, digest):
             principal = _principal_of_row(row)
             if principal is not None:

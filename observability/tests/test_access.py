@@ -106,7 +106,8 @@ class ScopeMatrixTests(TestCase):
         key = key_for("admin")
         access.revoke_key(key.split("_")[1])
         for bad in (key, key + "x", "apm_" + key.split("_")[1] + "_wrong", "apm_", "apm__", "nonsense",
-                    "apm_" + "x" * 5000, "apm_é_ü"):
+                    "apm_" + "x" * 5000, "apm_é_ü", "apm_\x00\x00\x00\x00\x00\x00\x00\x00_x",
+                    "apm_" + key.split("_")[1] + "_\x00"):
             for headers in (bearer(bad), {"HTTP_X_API_KEY": bad}):
                 response = self.client.get(LIST_URL, **headers)
                 self.assertEqual(response.status_code, 401, bad[:40])
