@@ -19,14 +19,18 @@ ENV PATH=/opt/venv/bin:$PATH \
 RUN groupadd --system app && useradd --system --gid app --home-dir /app --no-create-home app
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
-COPY --chown=app:app . /app
+# The code belongs to root and is read-only to the app user: a compromised process can't
+# rewrite it. Only staticfiles/ (collectstatic at start) is the app user's.
+COPY . /app
 # Static files are collected at build time (with a throwaway key and database: nothing is
 # connected); the entrypoint runs collectstatic again, which is a no-op unless they changed.
 RUN DJANGO_SECRET_KEY=collectstatic-only DATABASE_URL=sqlite:////tmp/build.sqlite3 \
         python manage.py collectstatic --noinput \
     && rm -f /tmp/build.sqlite3 \
-    && chmod 0755 docker/entrypoint.sh \
-    && chown -R app:app /app/staticfiles
+    && chmod -R a-w,a+rX /app \
+    && chmod 0555 docker/entrypoint.sh \
+    && chown -R app:app /app/staticfiles \
+    && chmod -R u+w /app/staticfiles
 USER app
 EXPOSE 8000
 # With no command the entrypoint starts gunicorn -c gunicorn.conf.py apm_platform.wsgi:application.

@@ -1,10 +1,12 @@
 # The two commands that matter: `make run` serves the API, `make test` runs every check.
 SHELL := /bin/bash
 PORT ?= 8000
-COMPOSE := docker compose -f docker/docker-compose.yml
+# --env-file: with -f docker/..., compose would read ${VAR} values from docker/.env (the project
+# directory is the compose file's folder), not the .env the README has you edit.
+COMPOSE := docker compose --env-file .env -f docker/docker-compose.yml
 VENV_PY := source scripts/bootstrap.sh &&
 
-.PHONY: run test step6 migrate install lint bench-ingest bench seed up down logs openapi
+.PHONY: run test step6 migrate install lint bench-ingest bench seed up down logs key manage openapi
 
 install:  ## create .venv and install the pinned requirements
 	@$(VENV_PY) true
@@ -12,7 +14,15 @@ install:  ## create .venv and install the pinned requirements
 run:  ## migrate and serve on 127.0.0.1:$(PORT) (SQLite unless DATABASE_URL is set)
 	@$(VENV_PY) export DJANGO_DEBUG=$${DJANGO_DEBUG:-1} && \
 	  "$$PY" manage.py migrate --noinput && \
+	  "$$PY" manage.py local_credentials --url http://127.0.0.1:$(PORT) && \
 	  "$$PY" manage.py runserver 127.0.0.1:$(PORT)
+
+key:  ## print the local admin API key (created on first use): export APM_KEY=$$(make -s key)
+	@$(VENV_PY) DJANGO_DEBUG=$${DJANGO_DEBUG:-1} "$$PY" manage.py migrate --noinput -v 0 && \
+	  DJANGO_DEBUG=$${DJANGO_DEBUG:-1} "$$PY" manage.py local_credentials --key-only
+
+manage:  ## any manage.py command in .venv, DEBUG on by default: make manage ARGS="list_api_keys"
+	@$(VENV_PY) DJANGO_DEBUG=$${DJANGO_DEBUG:-1} "$$PY" manage.py $(ARGS)
 
 test: step6  ## lint + migration checks + tests on SQLite, PostgreSQL (and TimescaleDB)
 

@@ -12,7 +12,8 @@ def _int(name: str, default: int) -> int:
         raise SystemExit(f"{name} must be an integer, got {raw!r}") from None
 
 
-bind = os.environ.get("GUNICORN_BIND", f"0.0.0.0:{_int('PORT', 8000)}")
+# Empty means unset (as in .env.example), except GUNICORN_ACCESSLOG, where empty is "off".
+bind = os.environ.get("GUNICORN_BIND") or f"0.0.0.0:{_int('PORT', 8000)}"
 workers = _int("GUNICORN_WORKERS", multiprocessing.cpu_count() * 2 + 1)
 # Threads, not only processes: a few stalled or slow clients hold a thread each and the rest
 # keep serving. Read/write timeouts on client sockets (GUNICORN_READ_TIMEOUT, default 10 s) and
@@ -33,6 +34,6 @@ limit_request_fields = _int("GUNICORN_LIMIT_REQUEST_FIELDS", 200)
 limit_request_field_size = _int("GUNICORN_LIMIT_REQUEST_FIELD_SIZE", 16380)
 accesslog = os.environ.get("GUNICORN_ACCESSLOG", "-") or None  # empty: no access log
 errorlog = "-"
-loglevel = os.environ.get("GUNICORN_LOGLEVEL", "info")
+loglevel = os.environ.get("GUNICORN_LOGLEVEL") or "info"
 # /dev/shm keeps the worker heartbeat off a possibly slow container disk.
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None

@@ -32,6 +32,7 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.contenttypes",
     "django.contrib.auth",
+    "django.contrib.sessions",
     "django.contrib.staticfiles",
     "rest_framework",
     "django_filters",
@@ -46,9 +47,13 @@ MIDDLEWARE = [
     "apm_platform.middleware.JsonErrorMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Sessions for people logged in at /accounts/login/ (keys need neither; both are lazy, so a
+    # request with a key never touches the session table).
+    "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
-    # DRF views are CSRF-exempt (no session auth here); kept for any non-API view added later.
+    # Forms (the login page). DRF views check CSRF themselves, for session-authenticated writes.
     "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
@@ -60,7 +65,10 @@ TEMPLATES = [
         "BACKEND": "django.template.backends.django.DjangoTemplates",
         "DIRS": [],
         "APP_DIRS": True,
-        "OPTIONS": {"context_processors": ["django.template.context_processors.request"]},
+        "OPTIONS": {"context_processors": [
+            "django.template.context_processors.request",
+            "django.contrib.auth.context_processors.auth",
+        ]},
     }
 ]
 
@@ -72,6 +80,11 @@ DATABASES = {
         conn_health_checks=True,
     )
 }
+# A password with URL-special characters (@ / : # ? %) need not be percent-encoded into
+# DATABASE_URL: DATABASE_PASSWORD, when set, replaces the URL's password (compose uses it).
+_db_password = env_str("DATABASE_PASSWORD", "")
+if _db_password:
+    DATABASES["default"]["PASSWORD"] = _db_password
 _db_sslmode = env_str("DB_SSLMODE", "")
 if _db_sslmode:
     if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
@@ -106,7 +119,12 @@ USE_I18N = False
 
 # --- Static files (served by WhiteNoise) -------------------------------------------------
 STATIC_URL = "static/"
-STATIC_ROOT = Path(env_str("DJANGO_STATIC_ROOT", str(BASE_DIR / "staticfiles")))
+STATIC_ROOT = Path(env_str("DJANGO_STATIC_ROOT", str(BASE_DIR / "staticfiles"))).resolve()
+if STATIC_ROOT == BASE_DIR or STATIC_ROOT in BASE_DIR.parents:
+    # WhiteNoise serves everything under STATIC_ROOT: the code and .env must never be in it.
+    raise ImproperlyConfigured(
+        f"DJANGO_STATIC_ROOT must be a directory of its own, not {STATIC_ROOT} (it would serve the code)."
+    )
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
@@ -114,6 +132,8 @@ STORAGES = {
 
 # --- Security behind TLS (switched on by env for real deployments) ----------------------
 SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", False)
+# Health checks (the container's, a load balancer's) speak plain HTTP to the process itself.
+SECURE_REDIRECT_EXEMPT = [r"^api/health/?$"]
 SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", False)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 0)
@@ -127,8 +147,13 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     # UTF-8 only, bounded, and a JSON 400 for any body (DRF's own would 500 on deep nesting).
     "DEFAULT_PARSER_CLASSES": ["apm_platform.parsers.Utf8JSONParser"],
-    "DEFAULT_AUTHENTICATION_CLASSES": [],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
+    # Every DRF view needs a key or a session unless it says otherwise (see access.py). The key
+    # class comes first: its header makes a missing credential a 401 with WWW-Authenticate.
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "observability.access.ApiKeyAuthentication",
+        "observability.access.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["observability.access.ScopePermission"],
     "UNAUTHENTICATED_USER": None,
     "DEFAULT_PAGINATION_CLASS": "observability.pagination.StrictPageNumberPagination",
     "PAGE_SIZE": env_int("APM_PAGE_SIZE", 100),
@@ -175,6 +200,24 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = APM_INGEST_MAX_BYTES + 1
 APM_TIMESCALE = env_str("APM_TIMESCALE", "auto")
 if APM_TIMESCALE not in {"auto", "off", "require"}:
     raise ImproperlyConfigured("APM_TIMESCALE must be one of auto, off, require.")
+
+# --- Access (observability/access.py) ------------------------------------------------------------
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = env_str("APM_LOGIN_REDIRECT_URL", "/api/requests/kpis/")
+LOGOUT_REDIRECT_URL = LOGIN_URL
+# How long a worker trusts its cached answer for a key: a revoked key stops working within this.
+APM_API_KEY_CACHE_SECONDS = env_int("APM_API_KEY_CACHE_SECONDS", 30)
+if APM_API_KEY_CACHE_SECONDS > 60:
+    raise ImproperlyConfigured("APM_API_KEY_CACHE_SECONDS must be at most 60 (revocation takes that long).")
+# Ingest rate limit per key, in events per second, per worker process; 0 (the default) is off.
+APM_INGEST_RATE_LIMIT = env_int("APM_INGEST_RATE_LIMIT", 0)
+# The bucket: how many events a key may send at once after a quiet spell. At least one full batch.
+APM_INGEST_RATE_BURST = env_int("APM_INGEST_RATE_BURST", max(APM_INGEST_MAX_EVENTS, APM_INGEST_RATE_LIMIT))
+if APM_INGEST_RATE_LIMIT and APM_INGEST_RATE_BURST < APM_INGEST_MAX_EVENTS:
+    raise ImproperlyConfigured(
+        f"APM_INGEST_RATE_BURST must be at least APM_INGEST_MAX_EVENTS ({APM_INGEST_MAX_EVENTS}), "
+        "or a full batch could never be accepted."
+    )
 
 TEST_RUNNER = "apm_platform.test_runner.ReportingTestRunner"
 

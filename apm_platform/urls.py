@@ -1,16 +1,23 @@
-"""Root URLs: the API lives under /api/; its OpenAPI schema and docs pages beside it."""
+"""Root URLs: the API under /api/ with its OpenAPI schema and docs; people log in at /accounts/login/."""
 
+from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+
+from observability.access import login_required
 
 urlpatterns = [
     path("api/", include("observability.urls")),
     # OpenAPI 3: YAML by default, JSON with ?format=json or Accept: application/vnd.oai.openapi+json.
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    # The docs pages are for people: without a session they send the visitor to the login page.
+    path("api/docs/", login_required(SpectacularSwaggerView.as_view(url_name="schema")), name="swagger-ui"),
     # Our template: drf-spectacular's own links Google Fonts, and the docs must work offline.
-    path("api/redoc/", SpectacularRedocView.as_view(url_name="schema", template_name="observability/redoc.html"),
-         name="redoc"),
+    path("api/redoc/", login_required(SpectacularRedocView.as_view(
+        url_name="schema", template_name="observability/redoc.html")), name="redoc"),
+    # Only login and logout: the password-reset views would need mail and more templates.
+    path("accounts/login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
 ]
 
 # Only used with DEBUG off; JsonErrorMiddleware covers DEBUG on as well.

@@ -1,5 +1,6 @@
 from django.apps import AppConfig
 from django.db.backends.signals import connection_created
+from django.db.models.signals import post_save
 
 
 class ObservabilityConfig(AppConfig):
@@ -8,6 +9,15 @@ class ObservabilityConfig(AppConfig):
 
     def ready(self) -> None:
         connection_created.connect(register_sqlite_functions)
+        # A key saved (created, revoked) in this process takes effect here at once; other
+        # processes follow within APM_API_KEY_CACHE_SECONDS.
+        post_save.connect(_remember_key, sender="observability.ApiKey")
+
+
+def _remember_key(sender, instance, **kwargs) -> None:
+    from observability import access
+
+    access.remember(instance)
 
 
 class _PercentileCont:

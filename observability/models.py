@@ -71,3 +71,32 @@ class ApiRequestDaily(_Rollup):
     class Meta(_Rollup.Meta):
         managed = False
         db_table = "apirequest_daily"
+
+
+class ApiKey(models.Model):
+    """A credential for machines: one scope, stored only as a SHA-256 hash of its secret.
+
+    The full key is `apm_<prefix>_<secret>`; the prefix is public (it names the key in lists and
+    in `revoke_api_key`) and finds the row, the hash proves the secret. See access.py.
+    """
+
+    SCOPES = ("ingest", "read", "admin")
+
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=16, unique=True)
+    # hex SHA-256 of the whole key; the key itself is shown once and never stored.
+    key_hash = models.CharField(max_length=64)
+    scope = models.CharField(max_length=10, choices=[(s, s) for s in SCOPES])
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.prefix} {self.name} ({self.scope})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None

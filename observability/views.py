@@ -8,11 +8,12 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
+from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apm_platform.parsers import EventJSONParser
-from observability import analytics, db, ingest
+from observability import access, analytics, db, ingest
 from observability.filters import ApiRequestFilter, RollupFilter
 from observability.models import ApiRequest
 from observability.params import StrictQueryParamsMixin
@@ -56,8 +57,13 @@ class ApiRequestViewSet(StrictQueryParamsMixin, viewsets.ModelViewSet):
             with db.query_time_limit():
                 return super().dispatch(request, *args, **kwargs)
         return super().dispatch(request, *args, **kwargs)
+    # Access (access.ScopePermission): reads need `read`, other writes `admin`; creating events
+    # is ingest. `required_scope` is also what @action(required_scope=...) sets per action.
+    required_scope = None
+    action_scopes = {"create": "ingest"}
 
     def perform_create(self, serializer):
+        access.charge_ingest(self.request, 1)
         super().perform_create(serializer)
         ingest.refresh_after_write([serializer.instance.time])
 
@@ -79,7 +85,7 @@ class ApiRequestViewSet(StrictQueryParamsMixin, viewsets.ModelViewSet):
         responses={200: IngestResultSerializer, 201: IngestResultSerializer, 400: {"anyOf": [
             {"$ref": "#/components/schemas/IngestResult"}, {"$ref": "#/components/schemas/Error"}]}},
     )
-    @action(detail=False, methods=["post"], query_serializer=StrictParamSerializer)
+    @action(detail=False, methods=["post"], query_serializer=StrictParamSerializer, required_scope="ingest")
     def ingest(self, request):
         """Store a batch of events: all valid ones, or with ?strict=true all or nothing."""
         strict = self.query_params()["strict"]
@@ -91,6 +97,7 @@ class ApiRequestViewSet(StrictQueryParamsMixin, viewsets.ModelViewSet):
         except ingest.BatchError as exc:
             return Response({"detail": exc.detail}, status=exc.status)
         del raw  # the decoded events are all that is needed from here on
+        access.charge_ingest(request, len(events))  # 429 before anything is stored
         result = ingest.ingest_events(events, strict=strict, escape=escape)
         if strict:
             code = status.HTTP_400_BAD_REQUEST if result.rejected else status.HTTP_201_CREATED
@@ -141,7 +148,10 @@ class ApiRequestViewSet(StrictQueryParamsMixin, viewsets.ModelViewSet):
 
 
 class HealthView(StrictQueryParamsMixin, APIView):
-    """Liveness, and with ?db=1 a database round trip."""
+    """Liveness, and with ?db=1 a database round trip. Public: no credential is looked at."""
+
+    authentication_classes = []
+    permission_classes = [AllowAny]
 
     query_serializer = HealthParamSerializer
 

@@ -5,11 +5,12 @@ Starts gunicorn on loopback against DATABASE_URL (PostgreSQL; `make bench-ingest
 throwaway cluster when none is given), then, each time into the same freshly truncated table:
 
   1. raw COPY of the rows, B at a time, one transaction each: the physical limit;
-  2. the endpoint, N events in batches of B;
-  3. a naive DRF ListSerializer + bulk_create endpoint: the baseline.
+  2. the endpoint, N events in batches of B, with an ingest API key (as clients send it);
+  3. the same view without authentication (a bench-only URL): what access control costs;
+  4. a naive DRF ListSerializer + bulk_create endpoint: the baseline.
 
-Prints events/s for each, the endpoint's ratio to COPY and to the naive path, and the peak
-RSS of the gunicorn workers. Figures also go to reports/bench_ingest.json.
+Prints events/s for each, the endpoint's ratio to COPY and to the naive path, the cost of
+authentication, and the peak RSS of the gunicorn workers. Figures also go to reports/bench_ingest.json.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 COPY, ENDPOINT, NAIVE = "raw COPY (limit)", "POST /api/requests/ingest/", "naive DRF + bulk_create"
+NO_AUTH = "same view, no auth"
+NO_AUTH_PATH = "/bench/ingest-no-auth/"
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.support import Gunicorn, setup_django  # noqa: E402
@@ -92,12 +95,12 @@ def run_parallel(jobs: list, worker, concurrency: int) -> float:
     return time.perf_counter() - started
 
 
-def http_poster(port: int, path: str, expected: int):
+def http_poster(port: int, path: str, expected: int, headers: dict | None = None):
     def post(body: bytes, state: dict):
         conn = state.get("conn")
         if conn is None:
             conn = state["conn"] = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
-        conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+        conn.request("POST", path, body=body, headers={"Content-Type": "application/json", **(headers or {})})
         response = conn.getresponse()
         payload = response.read()
         if response.status not in (200, 201):
@@ -106,6 +109,36 @@ def http_poster(port: int, path: str, expected: int):
         if inserted != expected and inserted != body.count(b'"service"'):
             raise RuntimeError(f"{path}: inserted {inserted}")
     return post
+
+
+def auth_cost_us(key: str, rounds: int = 20_000) -> float:
+    """Microseconds the default DRF authentication + permission take per request, in-process.
+
+    The same request is built with and without the authenticators; the difference is what a
+    key costs (a hash and a cache lookup once the worker has seen the key).
+    """
+    from rest_framework.request import Request
+    from rest_framework.test import APIRequestFactory
+
+    from observability import access
+    from observability.views import ApiRequestViewSet
+
+    factory = APIRequestFactory()
+    view = ApiRequestViewSet(action="ingest", required_scope="ingest")
+
+    def timed(with_auth: bool) -> float:
+        started = time.perf_counter()
+        for _ in range(rounds):
+            request = Request(factory.post("/api/requests/ingest/", HTTP_AUTHORIZATION=f"Bearer {key}"),
+                              authenticators=[access.ApiKeyAuthentication(), access.SessionAuthentication()]
+                              if with_auth else [])
+            if with_auth:
+                request.user  # noqa: B018 - runs the authenticators
+                assert access.ScopePermission().has_permission(request, view)
+        return (time.perf_counter() - started) / rounds
+
+    timed(True)
+    return max(0.0, min(timed(True) - timed(False) for _ in range(3))) * 1e6
 
 
 def worker_rss_kib(master_pid: int) -> list[int]:
@@ -143,9 +176,12 @@ def main() -> int:
     from django.core.management import call_command
     from django.db import connection
 
-    from observability import db, ingest
+    from observability import access, db, ingest
 
     call_command("migrate", verbosity=0)
+    # What a client sends: an ingest key (a new one per run; the bench database is throwaway).
+    key = access.create_key(name="bench_ingest", scope="ingest")[1]
+    auth = {"Authorization": f"Bearer {key}"}
     database = db.describe()
     table = "observability_apirequest"
     hypertable = db.is_hypertable(table)
@@ -171,13 +207,14 @@ def main() -> int:
     with Gunicorn({"DJANGO_DEBUG": "0"}, workers=args.workers, settings="benchmarks.settings") as server:
         port = server.port
         # Warm up: imports, connections, first COPY.
-        run_parallel(bodies[:args.concurrency], http_poster(port, "/api/requests/ingest/", args.batch),
+        run_parallel(bodies[:args.concurrency], http_poster(port, "/api/requests/ingest/", args.batch, auth),
                      args.concurrency)
+        run_parallel(bodies[:args.concurrency], http_poster(port, NO_AUTH_PATH, args.batch), args.concurrency)
         run_parallel(naive_bodies[:args.concurrency], http_poster(port, "/bench/naive-ingest/", args.batch),
                      args.concurrency)
         base_rss = max(worker_rss_kib(server.pid) or [0])
 
-        timings: dict[str, list[float]] = {COPY: [], ENDPOINT: [], NAIVE: []}
+        timings: dict[str, list[float]] = {COPY: [], ENDPOINT: [], NO_AUTH: [], NAIVE: []}
         peak_rss = base_rss
 
         def copy_batch(text: str, state: dict):
@@ -196,9 +233,14 @@ def main() -> int:
             timings[COPY].append(run_parallel(copy_texts, copy_batch, args.concurrency))
             assert count() == args.events, "raw COPY lost rows"
             truncate()
-            timings[ENDPOINT].append(run_parallel(
-                bodies, http_poster(port, "/api/requests/ingest/", args.batch), args.concurrency))
-            assert count() == args.events, "the endpoint lost rows"
+            # With and without auth in alternating order, so neither always runs right after COPY.
+            pair = [(ENDPOINT, http_poster(port, "/api/requests/ingest/", args.batch, auth)),
+                    (NO_AUTH, http_poster(port, NO_AUTH_PATH, args.batch))]
+            for i, (name, poster) in enumerate(pair if round_ % 2 else pair[::-1]):
+                if i:
+                    truncate()
+                timings[name].append(run_parallel(bodies, poster, args.concurrency))
+                assert count() == args.events, f"{name} lost rows"
             peak_rss = max([peak_rss, *worker_rss_kib(server.pid)])
             truncate()
             timings[NAIVE].append(run_parallel(
@@ -227,6 +269,14 @@ def main() -> int:
         print(f"{name:<30} {n:>9} {secs:>8.2f} {n / secs:>10.0f} {n / secs / limit:>8.0%}")
     print(f"endpoint / raw COPY: {endpoint / limit:.0%} (target >= 65%)")
     print(f"endpoint / naive:    {endpoint / naive:.1f}x (target >= 5x)")
+    per_request_s = results[ENDPOINT][1] * args.concurrency / len(bodies)
+    auth_us = auth_cost_us(key)
+    # Paired per round (same machine state), then the median: steadier than a ratio of medians.
+    paired = statistics.median(1 - a / b for a, b in zip(timings[NO_AUTH], timings[ENDPOINT], strict=True))
+    print(f"auth cost:           {paired:+.1%} of ingest throughput over HTTP (median of the rounds' paired "
+          f"ratios, with a key vs the same view without auth; target <= 3%)")
+    print(f"auth cost in-process: {auth_us:.1f} us per request = {auth_us / 1e6 / per_request_s:.3%} of one "
+          f"{args.batch}-event request ({per_request_s * 1e3:.0f} ms)")
     print(f"peak gunicorn worker RSS: {peak_rss / 1024:.0f} MiB "
           f"(after warm-up {base_rss / 1024:.0f} MiB; one {args.batch}-event body is "
           f"{len(bodies[0]) / 1e6:.1f} MB)")
@@ -238,6 +288,7 @@ def main() -> int:
         "paths": {name: {"events": n, "median_seconds": secs, "events_per_s": n / secs,
                          "all_seconds": timings[name]} for name, (n, secs) in results.items()},
         "endpoint_vs_copy": endpoint / limit, "endpoint_vs_naive": endpoint / naive,
+        "auth_cost": paired, "auth_cost_in_process_us": auth_us,
         "peak_worker_rss_mib": peak_rss / 1024,
     }
     (ROOT / "reports").mkdir(exist_ok=True)

@@ -75,6 +75,8 @@ step "API contract: schema, offline docs, schemathesis, Postman import (scripts/
 bash scripts/test_schemathesis.sh | tee "$work/contract.log"
 [ "${PIPESTATUS[0]}" = 0 ] || status=1
 ran+=("$(tail -n 1 "$work/contract.log")")
+step "Postman collection (newman, against gunicorn)"
+bash scripts/test_postman.sh "$work/postman.summary" || status=1; ran+=("$(cat "$work/postman.summary" 2>/dev/null || echo 'Postman/newman: FAILED (no summary)')")
 
 step "summary"
 for line in "${ran[@]}"; do echo "  $line"; done

@@ -1,12 +1,10 @@
 from datetime import timedelta
 
-from django.test import TestCase
-
 from observability.models import ApiRequest
-from observability.tests.utils import BASE_TIME, LIST_URL, iso, make_event, parse_time
+from observability.tests.utils import BASE_TIME, LIST_URL, ApiTestCase, iso, make_event, parse_time
 
 
-class CrudTests(TestCase):
+class CrudTests(ApiTestCase):
     def test_post_stores_the_event_and_returns_it_with_an_id(self):
         response = self.client.post(LIST_URL, make_event(method="post"), content_type="application/json")
         self.assertEqual(response.status_code, 201, response.content)

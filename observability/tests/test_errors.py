@@ -1,7 +1,9 @@
-from django.test import TestCase, override_settings
+from django.test import override_settings
+
+from observability.tests.utils import ApiTestCase
 
 
-class JsonErrorTests(TestCase):
+class JsonErrorTests(ApiTestCase):
     def test_an_unknown_url_is_a_json_404(self):
         for debug in (False, True):
             with override_settings(DEBUG=debug):
@@ -36,7 +38,7 @@ class JsonErrorTests(TestCase):
         self.assertEqual(response.json(), {"detail": "Server error."})
 
 
-class TrailingSlashTests(TestCase):
+class TrailingSlashTests(ApiTestCase):
     def test_urls_answer_with_and_without_the_trailing_slash(self):
         from observability.tests.utils import make_event
 

@@ -1,13 +1,11 @@
 from datetime import timedelta
 
-from django.test import TestCase
-
 from observability.filters import ApiRequestFilter
 from observability.models import ApiRequest
-from observability.tests.utils import BASE_TIME, LIST_URL, iso, make_events, parse_time
+from observability.tests.utils import BASE_TIME, LIST_URL, ApiTestCase, iso, make_events, parse_time
 
 
-class FilterTests(TestCase):
+class FilterTests(ApiTestCase):
     @classmethod
     def setUpTestData(cls):
         cls.events = make_events(300, span=timedelta(hours=4))

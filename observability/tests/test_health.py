@@ -5,6 +5,8 @@ from django.test import TestCase
 
 
 class HealthTests(TestCase):
+    """Health is public: these requests carry no credential at all."""
+
     def test_health_answers_ok_without_touching_the_database(self):
         with self.assertNumQueries(0):
             response = self.client.get("/api/health/")

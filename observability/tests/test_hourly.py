@@ -1,17 +1,16 @@
 from datetime import timedelta
 
-from django.test import TestCase, TransactionTestCase
-
 from observability.tests.rollup_cases import LateDataChecks, RollupChecks
+from observability.tests.utils import ApiTestCase, ApiTransactionTestCase
 
 
-class HourlyRollupTests(RollupChecks, TestCase):
+class HourlyRollupTests(RollupChecks, ApiTestCase):
     url = "/api/requests/hourly/"
     width = timedelta(hours=1)
     relation = "apirequest_hourly"
 
 
-class HourlyLateDataTests(LateDataChecks, TransactionTestCase):
+class HourlyLateDataTests(LateDataChecks, ApiTransactionTestCase):
     url = "/api/requests/hourly/"
     width = timedelta(hours=1)
     relation = "apirequest_hourly"

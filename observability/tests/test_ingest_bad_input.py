@@ -1,12 +1,12 @@
 import json
 
-from django.test import TestCase, override_settings
+from django.test import override_settings
 
 from observability.models import ApiRequest
-from observability.tests.utils import INGEST_URL, make_event, post_ingest
+from observability.tests.utils import INGEST_URL, ApiTestCase, make_event, post_ingest
 
 
-class BadBodyTests(TestCase):
+class BadBodyTests(ApiTestCase):
     def assert_json_error(self, response, status, *words):
         self.assertEqual(response.status_code, status, response.content)
         self.assertTrue(response["Content-Type"].startswith("application/json"))
@@ -44,7 +44,7 @@ class BadBodyTests(TestCase):
         self.assert_json_error(post_ingest(self.client, [make_event()] * 10), 413, "1000 bytes")
 
 
-class BadFieldTests(TestCase):
+class BadFieldTests(ApiTestCase):
     def rejected_fields(self, **overrides):
         response = post_ingest(self.client, [make_event(**overrides)], strict=True)
         self.assertEqual(response.status_code, 400, response.content)
@@ -112,7 +112,7 @@ class BadFieldTests(TestCase):
         self.assertEqual(errors["time"], ["This field is required."])
 
 
-class CopyEscapingTests(TestCase):
+class CopyEscapingTests(ApiTestCase):
     def test_only_a_body_with_a_backslash_can_need_copy_escaping(self):
         from observability.ingest import needs_copy_escaping
 

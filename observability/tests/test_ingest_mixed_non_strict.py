@@ -1,10 +1,9 @@
-from django.test import TestCase
 
 from observability.models import ApiRequest
-from observability.tests.utils import make_event, make_events, post_ingest
+from observability.tests.utils import ApiTestCase, make_event, make_events, post_ingest
 
 
-class NonStrictIngestTests(TestCase):
+class NonStrictIngestTests(ApiTestCase):
     def test_valid_events_are_stored_and_invalid_ones_reported_by_index(self):
         events = make_events(10)
         events[2]["status_code"] = 700

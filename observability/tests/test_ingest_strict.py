@@ -1,13 +1,11 @@
 from unittest import mock
 
-from django.test import TestCase
-
 from observability import ingest
 from observability.models import ApiRequest
-from observability.tests.utils import make_events, post_ingest
+from observability.tests.utils import ApiTestCase, make_events, post_ingest
 
 
-class StrictIngestTests(TestCase):
+class StrictIngestTests(ApiTestCase):
     def test_strict_mode_stores_nothing_when_one_event_is_invalid(self):
         events = make_events(50)
         events[49]["method"] = "BREW"

@@ -1,13 +1,11 @@
 import json
 from datetime import timedelta
 
-from django.test import TestCase
-
 from observability.models import ApiRequest
-from observability.tests.utils import BASE_TIME, make_event, make_events, parse_time, post_ingest
+from observability.tests.utils import BASE_TIME, ApiTestCase, make_event, make_events, parse_time, post_ingest
 
 
-class ValidIngestTests(TestCase):
+class ValidIngestTests(ApiTestCase):
     def assert_stored(self, events):
         stored = {
             row.trace_id: row for row in ApiRequest.objects.all()
@@ -96,7 +94,7 @@ class ValidIngestTests(TestCase):
             self.assertEqual(ApiRequest.objects.get(trace_id=str(i)).time, BASE_TIME, text)
 
 
-class IngestMemoryTests(TestCase):
+class IngestMemoryTests(ApiTestCase):
     def test_a_batch_is_held_in_memory_about_once(self):
         # tracemalloc counts bytes, not seconds: the same on any machine. The batch decoded
         # whole (dicts) is the unit: events are decoded one at a time as they are validated,

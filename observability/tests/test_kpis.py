@@ -1,11 +1,18 @@
 import random
 from datetime import timedelta
 
-from django.test import TestCase, TransactionTestCase
-
 from observability import ingest
 from observability.models import ApiRequest
-from observability.tests.utils import BASE_TIME, iso, make_events, parse_time, post_ingest, summarize
+from observability.tests.utils import (
+    BASE_TIME,
+    ApiTestCase,
+    ApiTransactionTestCase,
+    iso,
+    make_events,
+    parse_time,
+    post_ingest,
+    summarize,
+)
 
 URL = "/api/requests/kpis/"
 KEYS = ("hits", "errors", "error_rate", "avg_latency_ms", "max_latency_ms", "p95_latency_ms")
@@ -28,7 +35,7 @@ def select(events, *, start=None, end=None, **exact):
     ]
 
 
-class KpiTests(TestCase):
+class KpiTests(ApiTestCase):
     @classmethod
     def setUpTestData(cls):
         cls.events = make_events(800, span=timedelta(hours=10), seed=5)
@@ -106,7 +113,7 @@ class KpiTests(TestCase):
             self.assertIn(next(iter(params)), response.json())
 
 
-class FastPathEqualsRawPathTests(TransactionTestCase):
+class FastPathEqualsRawPathTests(ApiTransactionTestCase):
     """Random ranges and series: the rollup-served answer equals the raw one and the events'.
 
     On TimescaleDB the first part of the data is materialized and the rest is real-time, so
@@ -166,7 +173,7 @@ class FastPathEqualsRawPathTests(TransactionTestCase):
                 self.assertEqual(a["max_latency_ms"], b["max_latency_ms"])
 
 
-class RollupPlanTests(TestCase):
+class RollupPlanTests(ApiTestCase):
     """How a range is cut into rollup pieces and raw edges (no TimescaleDB watermark here)."""
 
     def test_an_unaligned_multi_day_range_uses_days_hours_and_raw_edges(self):

@@ -2,14 +2,13 @@ from io import StringIO
 
 from django.core.management import call_command
 from django.db import connection
-from django.test import TransactionTestCase
 
 from observability import db
 from observability.models import ApiRequest
-from observability.tests.utils import make_events, post_ingest
+from observability.tests.utils import ApiTransactionTestCase, make_events, post_ingest
 
 
-class MigrationTests(TransactionTestCase):
+class MigrationTests(ApiTransactionTestCase):
     def rollup_relations(self):
         with connection.cursor() as cursor:
             names = {info.name for info in connection.introspection.get_table_list(cursor)}

@@ -21,9 +21,9 @@ def serve(env: dict) -> Gunicorn:
                      "DJANGO_ALLOWED_HOSTS": "127.0.0.1", **env})
 
 
-def manage(*args, env):
-    subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, check=True, capture_output=True,
-                   env={**os.environ, "DJANGO_DEBUG": "0", "DJANGO_SECRET_KEY": "x" * 60, **env})
+def manage(*args, env) -> str:
+    return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, check=True, capture_output=True, text=True,
+                          env={**os.environ, "DJANGO_DEBUG": "0", "DJANGO_SECRET_KEY": "x" * 60, **env}).stdout
 
 
 class RealServerTests(SimpleTestCase):
@@ -36,6 +36,9 @@ class RealServerTests(SimpleTestCase):
                    "DJANGO_STATIC_ROOT": f"{cls.tmp.name}/static"}
         manage("migrate", "--noinput", env=cls.env)
         manage("collectstatic", "--noinput", env=cls.env)
+        # The server has its own database: its key comes from the command, as an operator's would.
+        key = manage("create_api_key", "server-test", "--scope", "admin", env=cls.env).splitlines()[-1]
+        cls.auth = {"Authorization": f"Bearer {key}"}
 
     @classmethod
     def tearDownClass(cls):
@@ -50,10 +53,12 @@ class RealServerTests(SimpleTestCase):
             event = {"time": "2026-03-02T10:00:00Z", "service": "s", "endpoint": "/e", "method": "get",
                      "status_code": 500, "latency_ms": 3.5}
             status, _, body = server.request("POST", "/api/requests/ingest/?strict=true", json.dumps([event]),
-                                             {"Content-Type": "application/json"})
+                                             {"Content-Type": "application/json", **self.auth})
             self.assertEqual((status, json.loads(body)), (201, {"inserted": 1, "rejected": 0, "errors": []}))
-            status, _, body = server.request("GET", "/api/requests/kpis/")
+            status, _, body = server.request("GET", "/api/requests/kpis/", headers=self.auth)
             self.assertEqual(json.loads(body)["errors"], 1)
+            status, headers, body = server.request("GET", "/api/requests/kpis/")
+            self.assertEqual((status, headers.get("WWW-Authenticate")), (401, 'Bearer realm="apm"'))
 
             status, _, body = server.request("GET", "/nowhere/")
             self.assertEqual((status, json.loads(body)), (404, {"detail": "Not found."}))
@@ -107,3 +112,29 @@ class RealServerTests(SimpleTestCase):
             for conn in held:
                 conn.close()
             silent.close()
+
+    def test_behind_tls_only_health_skips_the_https_redirect_and_the_container_check_passes(self):
+        env = {**self.env, "DJANGO_SECURE_SSL_REDIRECT": "1", "DJANGO_ALLOWED_HOSTS": "apm.example.com"}
+        with serve(env) as server:
+            host = {"Host": "apm.example.com"}
+            status, _, body = server.request("GET", "/api/health/", headers=host)
+            self.assertEqual((status, json.loads(body)), (200, {"status": "ok"}))
+            status, headers, _ = server.request("GET", "/api/requests/kpis/", headers={**host, **self.auth})
+            self.assertEqual((status, headers["Location"]), (301, "https://apm.example.com/api/requests/kpis/"))
+            # docker/healthcheck.py is what compose runs in the container (PORT is its port there).
+            check = subprocess.run([sys.executable, str(ROOT / "docker" / "healthcheck.py")], capture_output=True,
+                                   text=True, env={**os.environ, **env, "PORT": str(server.port)})
+            self.assertEqual(check.returncode, 0, check.stderr)
+        check = subprocess.run([sys.executable, str(ROOT / "docker" / "healthcheck.py")], capture_output=True,
+                               text=True, env={**os.environ, **env, "PORT": str(free_port())})
+        self.assertEqual(check.returncode, 1, "no server: unhealthy")
+
+    def test_static_files_never_include_the_code_or_the_environment(self):
+        # The defect this guards: an empty DJANGO_STATIC_ROOT (as in .env.example) made the working
+        # directory the static root, and WhiteNoise served settings.py and .env with 200.
+        with serve({**self.env, "DJANGO_STATIC_ROOT": ""}) as server:
+            for path in ("apm_platform/settings.py", "docker/entrypoint.sh", ".env", ".env.example", "manage.py",
+                         "db.sqlite3", "../manage.py", "%2e%2e/manage.py"):
+                status, _, body = server.request("GET", f"/static/{path}")
+                self.assertEqual(status, 404, path)
+                self.assertNotIn(b"SECRET_KEY", body, path)

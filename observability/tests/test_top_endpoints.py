@@ -1,10 +1,8 @@
 from collections import defaultdict
 from datetime import timedelta
 
-from django.test import TestCase
-
 from observability import ingest
-from observability.tests.utils import BASE_TIME, iso, make_event, make_events, parse_time, summarize
+from observability.tests.utils import BASE_TIME, ApiTestCase, iso, make_event, make_events, parse_time, summarize
 
 URL = "/api/requests/top-endpoints/"
 SORT_KEYS = ("hits", "errors", "error_rate", "avg_latency_ms", "max_latency_ms", "p95_latency_ms")
@@ -21,7 +19,7 @@ def ranking(events, sort="hits", order="desc", limit=10):
     return rows[:limit]
 
 
-class TopEndpointsTests(TestCase):
+class TopEndpointsTests(ApiTestCase):
     @classmethod
     def setUpTestData(cls):
         cls.events = make_events(900, span=timedelta(hours=8), seed=17)

@@ -7,7 +7,7 @@ import math
 import random
 from datetime import UTC, datetime, timedelta
 
-from django.test import TestCase, TransactionTestCase
+from django.test import Client, TestCase, TransactionTestCase
 
 from observability import db
 
@@ -125,18 +125,45 @@ def skip_unless_timescale(testcase, reason: str) -> None:
 # the test client a credential (an admin key by default) instead of every test module.
 
 
+class KeyClient(Client):
+    """A test client that sends `Authorization: Bearer <key>` of its scope with every request.
+
+    The key is created with the client (Django builds it before each test), so no test's
+    assertNumQueries counts it; each request then finds it in the process's key cache. A
+    request that carries its own Authorization or X-API-Key header is sent as it is.
+    """
+
+    scope = "admin"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.api_key = api_key_headers(self.scope)["Authorization"].removeprefix("Bearer ")
+
+    def request(self, **request):
+        if "HTTP_AUTHORIZATION" not in request and "HTTP_X_API_KEY" not in request:
+            request["HTTP_AUTHORIZATION"] = f"Bearer {self.api_key}"
+        return super().request(**request)
+
+
 class ApiTestCase(TestCase):
-    """A TestCase whose client speaks to the API as an admin."""
+    """A TestCase whose client speaks to the API as an admin (an admin API key)."""
+
+    client_class = KeyClient
 
 
 class ApiTransactionTestCase(TransactionTestCase):
-    """A TransactionTestCase whose client speaks to the API as an admin."""
+    """A TransactionTestCase whose client speaks to the API as an admin (an admin API key)."""
+
+    client_class = KeyClient
 
 
 def api_key_headers(scope: str = "admin") -> dict:
-    """Headers that carry a valid credential of `scope` for a live server (requests/urllib).
+    """Headers that carry a new, valid key of `scope`: {"Authorization": "Bearer <key>"}.
 
-    Empty until API keys exist; then it creates a key in the default database and returns
-    {"Authorization": "Bearer <key>"}.
+    The key is created in the default database (the test database in a test), so a live
+    server on that database accepts it.
     """
-    return {}
+    from observability import access
+
+    _, key = access.create_key(name=f"test {scope}", scope=scope)
+    return {"Authorization": f"Bearer {key}"}
