@@ -26,6 +26,16 @@ def manage(*args, env) -> str:
                           env={**os.environ, "DJANGO_DEBUG": "0", "DJANGO_SECRET_KEY": "x" * 60, **env}).stdout
 
 
+def server_key_headers(env: dict, scope: str = "admin") -> dict:
+    """A new key of `scope` in the database of a server started with `env`, as headers.
+
+    A live server on its own database can't see keys made in the test database
+    (`api_key_headers`): its key comes from the command, as an operator's would.
+    """
+    key = manage("create_api_key", f"server-test {scope}", "--scope", scope, env=env).splitlines()[-1]
+    return {"Authorization": f"Bearer {key}"}
+
+
 class RealServerTests(SimpleTestCase):
     @classmethod
     def setUpClass(cls):
@@ -36,9 +46,7 @@ class RealServerTests(SimpleTestCase):
                    "DJANGO_STATIC_ROOT": f"{cls.tmp.name}/static"}
         manage("migrate", "--noinput", env=cls.env)
         manage("collectstatic", "--noinput", env=cls.env)
-        # The server has its own database: its key comes from the command, as an operator's would.
-        key = manage("create_api_key", "server-test", "--scope", "admin", env=cls.env).splitlines()[-1]
-        cls.auth = {"Authorization": f"Bearer {key}"}
+        cls.auth = server_key_headers(cls.env, "admin")
 
     @classmethod
     def tearDownClass(cls):

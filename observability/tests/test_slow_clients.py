@@ -12,8 +12,8 @@ from pathlib import Path
 from django.db import connection
 from django.test import SimpleTestCase
 
-from observability.tests.test_server import manage, serve
-from observability.tests.utils import api_key_headers, make_event
+from observability.tests.test_server import manage, serve, server_key_headers
+from observability.tests.utils import make_event
 
 
 def once(testcase) -> None:
@@ -54,6 +54,9 @@ class SlowClientTests(SimpleTestCase):
                    "DJANGO_STATIC_ROOT": f"{cls.tmp.name}/static", "GUNICORN_READ_TIMEOUT": "2",
                    "GUNICORN_TIMEOUT": "30"}
         manage("migrate", "--noinput", env=cls.env)
+        # The server's own database holds its keys (see server_key_headers).
+        cls.ingest_key = server_key_headers(cls.env, "ingest")
+        cls.read_key = server_key_headers(cls.env, "read")
 
     @classmethod
     def tearDownClass(cls):
@@ -87,7 +90,7 @@ class SlowClientTests(SimpleTestCase):
         with serve(self.env) as server:
             head = (b"POST /api/requests/ingest/ HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                     b"Content-Type: application/json\r\nContent-Length: 1000\r\n")
-            head += b"".join(f"{k}: {v}\r\n".encode() for k, v in api_key_headers("ingest").items())
+            head += b"".join(f"{k}: {v}\r\n".encode() for k, v in self.ingest_key.items())
             sock = self.stalled(server, head + b"\r\n" + b'[{"time": "2026')
             started = time.monotonic()
             answer = b""
@@ -111,7 +114,7 @@ class SlowClientTests(SimpleTestCase):
             self.assertIn(b"Content-Type: application/json", head)
             self.assertIn("detail", json.loads(body))
             # A long but allowed request line (8,000 bytes) reaches the app.
-            status, _, body = server.request("GET", "/api/requests/?search=" + "x" * 7900)
+            status, _, body = server.request("GET", "/api/requests/?search=" + "x" * 7900, headers=self.read_key)
             self.assertEqual(status, 200, body[:200])
 
 
@@ -132,6 +135,7 @@ class WorstBodyMemoryTests(SimpleTestCase):
                    "DJANGO_STATIC_ROOT": f"{cls.tmp.name}/static", "GUNICORN_TIMEOUT": "60",
                    "APM_INGEST_MAX_BYTES": str(cls.LIMIT)}
         manage("migrate", "--noinput", env=cls.env)
+        cls.ingest_key = server_key_headers(cls.env, "ingest")
 
     @classmethod
     def tearDownClass(cls):
@@ -173,11 +177,11 @@ class WorstBodyMemoryTests(SimpleTestCase):
                 pid = worker_pid(server)
                 for _ in range(3):  # warm up: imports, first queries
                     server.request("POST", "/api/requests/ingest/", json.dumps([make_event()]),
-                                   {"Content-Type": "application/json", **api_key_headers("ingest")})
+                                   {"Content-Type": "application/json", **self.ingest_key})
                 idle = memory_kib(pid)["VmRSS"]
                 status, _, answer = server.request("POST", "/api/requests/ingest/", body,
                                                    {"Content-Type": "application/json",
-                                                    **api_key_headers("ingest")})
+                                                    **self.ingest_key})
                 self.assertLess(status, 500, answer[:200])
                 growth = (memory_kib(pid)["VmHWM"] - idle) * 1024
                 figures.append(f"{name}: {status}, +{growth / 2**20:.0f} MiB ({growth / self.LIMIT:.1f}x)")
