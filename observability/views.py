@@ -12,7 +12,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from apm_platform.parsers import EventJSONParser
+from apm_platform.parsers import EventJSONParser, UnreadBodyParser
 from observability import access, analytics, db, ingest
 from observability.filters import ApiRequestFilter, RollupFilter
 from observability.models import ApiRequest
@@ -85,7 +85,9 @@ class ApiRequestViewSet(StrictQueryParamsMixin, viewsets.ModelViewSet):
         responses={200: IngestResultSerializer, 201: IngestResultSerializer, 400: {"anyOf": [
             {"$ref": "#/components/schemas/IngestResult"}, {"$ref": "#/components/schemas/Error"}]}},
     )
-    @action(detail=False, methods=["post"], query_serializer=StrictParamSerializer, required_scope="ingest")
+    # UnreadBodyParser: read_body reads the stream itself, also after a session's CSRF check.
+    @action(detail=False, methods=["post"], query_serializer=StrictParamSerializer, required_scope="ingest",
+            parser_classes=[UnreadBodyParser])
     def ingest(self, request):
         """Store a batch of events: all valid ones, or with ?strict=true all or nothing."""
         strict = self.query_params()["strict"]
