@@ -6,14 +6,15 @@ import tempfile
 from pathlib import Path
 
 import yaml
+from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.http import HttpResponse
-from django.test import SimpleTestCase, override_settings
+from django.test import Client, SimpleTestCase, override_settings
 from django.urls import URLResolver, get_resolver, include, path
 from drf_spectacular.generators import SchemaGenerator
 
 from observability.params import allowed_query_params
-from observability.tests.utils import ApiTestCase
+from observability.tests.utils import ApiTestCase, api_key_headers
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = ROOT / "docs" / "openapi.yaml"
@@ -25,6 +26,8 @@ NOT_DESCRIBED = {
     r"api/schema/\Z": "the schema itself",
     r"api/docs/\Z": "HTML page over the schema",
     r"api/redoc/\Z": "HTML page over the schema",
+    r"accounts/login/\Z": "HTML login form for people (sessions), not part of the API contract",
+    r"accounts/logout/\Z": "ends a browser session (POST from the page); not part of the API contract",
 }
 # The router's `.json` aliases answer exactly as the path they extend.
 FORMAT_SUFFIX = r"/?\.(?P<format>[a-z0-9]+)/?$"
@@ -190,7 +193,23 @@ class SchemaEndpointTests(ApiTestCase):
             self.assertEqual(response.status_code, 200)
             self.assertIn("/api/requests/kpis/", json.loads(response.content)["paths"])
 
+    def test_the_schema_is_served_to_a_read_key_and_a_session_and_to_no_one_else(self):
+        read_key = api_key_headers("read")["Authorization"]
+        self.assertEqual(self.client.get("/api/schema/", HTTP_AUTHORIZATION=read_key).status_code, 200)
+        anonymous = Client()
+        self.assertEqual(anonymous.get("/api/schema/").status_code, 401)
+        anonymous.force_login(get_user_model().objects.create_user("reader", password="pw-reader-123"))
+        self.assertEqual(anonymous.get("/api/schema/").status_code, 200)
+
+    def test_the_docs_pages_send_a_visitor_without_a_session_to_the_login_page(self):
+        for url in ("/api/docs/", "/api/redoc/"):
+            response = Client().get(url)
+            self.assertEqual(response.status_code, 302, url)
+            self.assertTrue(response["Location"].startswith("/accounts/login/"), url)
+
     def test_the_docs_pages_load_everything_from_this_server(self):
+        # The docs pages are for people: a session (a logged-in user), not a key.
+        self.client.force_login(get_user_model().objects.create_user("reader", password="pw-reader-123"))
         for url in ("/api/docs/", "/api/redoc/"):
             response = self.client.get(url)
             self.assertEqual(response.status_code, 200, url)
