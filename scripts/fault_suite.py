@@ -61,12 +61,13 @@ class Recorder:
             self.answers.append({"phase": self.phase, **answer})
 
 
-def request(port: int, method: str, path: str, body: bytes | None = None) -> tuple[int, dict, bytes, float]:
+def request(port: int, method: str, path: str, body: bytes | None = None,
+            auth: dict | None = None) -> tuple[int, dict, bytes, float]:
     started = time.monotonic()
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=CLIENT_TIMEOUT)
     try:
         headers = {"Content-Type": "application/json"} if body is not None else {}
-        conn.request(method, path, body=body, headers=headers)
+        conn.request(method, path, body=body, headers={**headers, **(auth or {})})
         response = conn.getresponse()
         return response.status, dict(response.getheaders()), response.read(), time.monotonic() - started
     except OSError as exc:  # timeout or reset: the server did not answer
@@ -83,20 +84,21 @@ def make_batch(batch_id: str) -> bytes:
     ]).encode()
 
 
-def writer(port: int, recorder: Recorder, stop: threading.Event, n: int) -> None:
+def writer(port: int, recorder: Recorder, stop: threading.Event, n: int, auth: dict) -> None:
     while not stop.is_set():
         batch_id = f"c{n}-{uuid.uuid4().hex[:12]}"
         status, headers, body, elapsed = request(port, "POST", "/api/requests/ingest/?strict=true",
-                                                 make_batch(batch_id))
+                                                 make_batch(batch_id), auth)
         recorder.add(kind="write", batch=batch_id, status=status, elapsed=elapsed,
                      retry_after=headers.get("Retry-After"), body=body[:200].decode(errors="replace"))
         if status == 503:
             time.sleep(0.2)  # a real client honours Retry-After; this one keeps the pressure up
 
 
-def reader(port: int, recorder: Recorder, stop: threading.Event, path: str, kind: str) -> None:
+def reader(port: int, recorder: Recorder, stop: threading.Event, path: str, kind: str,
+           auth: dict | None = None) -> None:
     while not stop.is_set():
-        status, headers, body, elapsed = request(port, "GET", path)
+        status, headers, body, elapsed = request(port, "GET", path, auth=auth)
         recorder.add(kind=kind, status=status, elapsed=elapsed, retry_after=headers.get("Retry-After"),
                      body=body[:200].decode(errors="replace"))
         time.sleep(0.3)
@@ -110,6 +112,13 @@ def stored_per_batch() -> dict[str, int]:
         return dict(cur.fetchall())
 
 
+def new_key(scope: str, env: dict) -> dict:
+    """Authorization header of a new key of `scope`, created in the database of `env`."""
+    out = subprocess.run([sys.executable, "manage.py", "create_api_key", f"fault-suite {scope}", "--scope", scope],
+                         cwd=ROOT, check=True, capture_output=True, text=True, env={**os.environ, **env}).stdout
+    return {"Authorization": f"Bearer {out.splitlines()[-1]}"}
+
+
 def main() -> int:
     env = {"DJANGO_DEBUG": "0", "DJANGO_SECRET_KEY": "fault-suite-" + "x" * 50, "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
            "APM_TIMESCALE": "off", "DB_CONNECT_TIMEOUT": str(CONNECT_TIMEOUT),
@@ -117,6 +126,8 @@ def main() -> int:
            "DB_CONN_MAX_AGE": "60", "DJANGO_LOG_LEVEL": "WARNING", "GUNICORN_LOGLEVEL": "warning"}
     subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, check=True,
                    env={**os.environ, **env})
+    # Keys live in the server's database: made by the command, as an operator would.
+    ingest_key, read_key = (new_key(scope, env) for scope in ("ingest", "read"))
     recorder = Recorder()
     stop = threading.Event()
     failures: list[str] = []
@@ -124,9 +135,10 @@ def main() -> int:
     log = Path(os.environ.get("FAULT_LOG", "/tmp/apm-fault-suite.log"))
     log.write_bytes(b"")
     with Gunicorn(env, workers=2, log=log) as server:
-        threads = [threading.Thread(target=writer, args=(server.port, recorder, stop, n)) for n in range(CLIENTS)]
+        threads = [threading.Thread(target=writer, args=(server.port, recorder, stop, n, ingest_key))
+                   for n in range(CLIENTS)]
         threads.append(threading.Thread(target=reader, args=(server.port, recorder, stop,
-                                                              "/api/requests/kpis/", "read")))
+                                                              "/api/requests/kpis/", "read", read_key)))
         threads.append(threading.Thread(target=reader, args=(server.port, recorder, stop,
                                                               "/api/health/?db=1", "health")))
         for thread in threads:
