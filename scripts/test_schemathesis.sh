@@ -6,9 +6,10 @@
 #      links (create -> read -> update -> delete), fixed seed, bounded examples;
 #   4. Postman import: openapi-to-postmanv2 (npm) converts the schema and newman runs the
 #      collection against the server (skipped, with the reason, when npm is missing).
-# Credentials: the headers of observability.tests.utils.api_key_headers("admin") (none until API
-# keys exist), or APM_FUZZ_HEADER="Name: value" to use your own. Without a credential the
-# ignored_auth check is left out (nothing to check: every request is anonymous).
+# Credentials: an admin key made by `manage.py create_api_key` in the server's own database (as an
+# operator would), or APM_FUZZ_HEADER="Name: value" to use your own; with it, schemathesis's
+# ignored_auth check sends each operation without the credential and expects a refusal. The docs
+# pages are for people: they are fetched with a session (a user logged in on /accounts/login/).
 # Knobs: APM_FUZZ_SEED (default 13), APM_FUZZ_EXAMPLES (default 15 per operation),
 # APM_FUZZ_POSTMAN=0 skips step 4, APM_FUZZ_DATABASE_URL fuzzes another (throwaway) database. The last line printed is the one-line summary.
 set -uo pipefail
@@ -63,20 +64,32 @@ curl -fs "$base/api/health/" >/dev/null || { cat "$work/gunicorn.log"; echo "API
 if [ -n "${APM_FUZZ_HEADER:-}" ]; then
   printf '%s\n' "$APM_FUZZ_HEADER" > "$work/headers"
 else
-  DJANGO_SETTINGS_MODULE=apm_platform.settings "$PY" -c 'import django; django.setup()
-from observability.tests.utils import api_key_headers
-for name, value in api_key_headers("admin").items(): print(f"{name}: {value}")' \
-    > "$work/headers" 2>"$work/headers.err" || { cat "$work/headers.err"; fail "credentials"; }
+  key=$("$PY" manage.py create_api_key contract-tests --scope admin 2>"$work/headers.err" | tail -n 1)
+  if [ -n "$key" ]; then echo "Authorization: Bearer $key" > "$work/headers"
+  else cat "$work/headers.err"; : > "$work/headers"; fail "credentials"; fi
 fi
 declare -a header_args=() curl_headers=()
 while IFS= read -r line; do
   [ -n "$line" ] && header_args+=(-H "$line") && curl_headers+=(-H "$line")
 done < "$work/headers"
 
-echo "== docs pages load offline (every script and stylesheet from $base)"
+echo "== docs pages load offline (every script and stylesheet from $base), for a logged-in user"
 docs_ok=1
+# A user logs in on the login page (its CSRF token from the form's cookie); curl keeps the session.
+jar="$work/cookies"
+docs_password="contract-docs-$RANDOM$RANDOM"
+"$PY" manage.py shell -c "from django.contrib.auth import get_user_model
+get_user_model().objects.create_user('docs-reader', password='$docs_password')" || docs_ok=0
+curl -fs -c "$jar" -b "$jar" -o /dev/null "$base/accounts/login/" || docs_ok=0
+csrf=$(awk '$6 == "csrftoken" { print $7 }' "$jar" 2>/dev/null)
+code=$(curl -s -c "$jar" -b "$jar" -o /dev/null -w '%{http_code}' -X POST "$base/accounts/login/" \
+  --data-urlencode "username=docs-reader" --data-urlencode "password=$docs_password" \
+  --data-urlencode "csrfmiddlewaretoken=$csrf")
+[ "$code" = 302 ] || { echo "login: answered $code, not 302"; docs_ok=0; }
 for page in /api/docs/ /api/redoc/; do
-  html=$(curl -fs "${curl_headers[@]}" "$base$page") || { echo "$page: no answer"; docs_ok=0; continue; }
+  code=$(curl -s -o /dev/null -w '%{http_code}' "${curl_headers[@]}" "$base$page")
+  [ "$code" = 302 ] || { echo "$page without a session: answered $code, not 302 to the login page"; docs_ok=0; }
+  html=$(curl -fs -b "$jar" "$base$page") || { echo "$page: no answer"; docs_ok=0; continue; }
   if grep -Eo '(src|href)="https?://[^"]+"' <<<"$html"; then echo "$page: loads from another host"; docs_ok=0; fi
   assets=$(grep -Eo '(src|href)="/static/[^"]+"' <<<"$html" | sed -E 's/^(src|href)="//; s/"$//')
   [ -n "$assets" ] || { echo "$page: no static assets found"; docs_ok=0; }
@@ -91,7 +104,7 @@ if [ $docs_ok = 1 ]; then results+=("docs offline"); else fail "docs offline"; f
 echo "== schemathesis (seed $SEED, at most $EXAMPLES examples per operation)"
 declare -a exclude=()
 if [ ${#header_args[@]} -eq 0 ]; then
-  echo "no credential (API keys not in this project yet): ignored_auth not checked"
+  echo "no credential: ignored_auth not checked"
   exclude=(--exclude-checks ignored_auth)
 fi
 # One worker: with several, hypothesis' lambda introspection trips over threads on Python 3.11.
