@@ -1,51 +1,74 @@
-"""The read path: rollup rows, KPIs and top endpoints.
+"""The read path: rollup rows, KPIs, top endpoints and the time series.
 
-One code path for every database: the rollups are read through the same relation names and
-columns (a continuous aggregate on TimescaleDB, a plain view elsewhere), and the exact p95 is
-`percentile_cont(0.95)` on PostgreSQL and the same function registered on SQLite connections
-(see `apps.py`).
+Counts come from the rollups where they are materialized (TimescaleDB), else from one scan of
+the raw table (`rollups.fast_rollups`). Percentiles are exact (`percentile_cont` over the raw
+events, all four fractions in one pass; SQLite gets the same aggregate in `apps.py`) or, with
+`precision="approx"`, read from the latency histograms within `rollups.MAX_RELATIVE_ERROR`.
+Every latency is capped at `rollups.CAP_MS` first, so rows stored before the ingest limit
+(up to 1.8e308) can't overflow a sum.
 """
 
 from __future__ import annotations
 
-from django.db.models import Aggregate, Count, F, FloatField, Max, Q, QuerySet, Sum
-from django.db.models.functions import Cast
+import math
+from collections import defaultdict
+from datetime import UTC, datetime
+
+from django.db.models import Aggregate, Count, F, Field, FloatField, Max, Q, QuerySet, Sum
+from django.db.models.functions import Cast, Trunc
 
 from observability import rollups
 from observability.filters import ROLLUP_FILTERS
 from observability.models import ApiRequest, ApiRequestDaily, ApiRequestHourly
 
-SORT_KEYS = ("hits", "errors", "error_rate", "avg_latency_ms", "max_latency_ms", "p95_latency_ms")
+FRACTIONS = (0.5, 0.9, 0.95, 0.99)
+PERCENTILE_KEYS = ("p50_latency_ms", "p90_latency_ms", "p95_latency_ms", "p99_latency_ms")
+SORT_KEYS = ("hits", "errors", "error_rate", "avg_latency_ms", "max_latency_ms", *PERCENTILE_KEYS)
+PRECISIONS = ("exact", "approx")
+INTERVALS = {"hour": rollups.HOUR, "day": rollups.DAY}
+MAX_BUCKETS = 1000
 ROLLUP_COLUMNS = ("bucket", "service", "endpoint", "hits", "errors", "avg_latency_ms",
                   "max_latency_ms", "p95_latency_ms")
 
 
-class PercentileCont(Aggregate):
-    """percentile_cont(fraction) WITHIN GROUP (ORDER BY expr): continuous, interpolated."""
+class _Floats(Field):
+    """A list of floats from the database: a float8[] on PostgreSQL, "a,b,c" text on SQLite."""
+
+    def get_internal_type(self):
+        return "TextField"
+
+    def from_db_value(self, value, expression, connection):
+        if value is None or isinstance(value, list):
+            return value
+        return [float(part) for part in value.split(",")]
+
+
+class Percentiles(Aggregate):
+    """percentile_cont(ARRAY[fractions]) WITHIN GROUP (ORDER BY expr): every fraction in one sort."""
 
     function = "percentile_cont"
-    output_field = FloatField()
+    output_field = _Floats()
 
-    def __init__(self, expression, fraction: float, **extra):
-        fraction = float(fraction)
-        if not 0.0 <= fraction <= 1.0:
-            raise ValueError("fraction must be within [0, 1]")
-        # A float we validated, formatted by repr: never text from a client.
-        self.fraction = repr(fraction)
+    def __init__(self, expression, fractions=FRACTIONS, **extra):
+        fractions = [float(f) for f in fractions]
+        if not all(0.0 <= f <= 1.0 for f in fractions):
+            raise ValueError("fractions must be within [0, 1]")
+        # Floats we validated, formatted by repr: never text from a client.
+        self.fractions = fractions
         super().__init__(expression, **extra)
 
     def as_postgresql(self, compiler, connection, **extra):
+        array = ", ".join(repr(f) for f in self.fractions)
         return self.as_sql(
             compiler, connection,
-            template=f"%(function)s({self.fraction}) WITHIN GROUP (ORDER BY %(expressions)s)",
+            template=f"%(function)s(ARRAY[{array}]::float8[]) WITHIN GROUP (ORDER BY %(expressions)s)",
             **extra,
         )
 
     def as_sqlite(self, compiler, connection, **extra):
-        # The two-argument aggregate registered in apps.py.
-        return self.as_sql(
-            compiler, connection, template=f"%(function)s(%(expressions)s, {self.fraction})", **extra
-        )
+        # The two-argument aggregate registered in apps.py; the fractions travel as text.
+        text = ",".join(repr(f) for f in self.fractions)
+        return self.as_sql(compiler, connection, template=f"percentiles(%(expressions)s, '{text}')", **extra)
 
 
 def _ratio(numerator, denominator):
@@ -72,7 +95,7 @@ def daily_queryset() -> QuerySet:
     return ApiRequestDaily.objects.all()
 
 
-# --- Counts: from the hourly rollup where the filters allow, else from the raw table -------
+# --- Pieces of a range: rollup ranges and raw edges ------------------------------------------
 
 
 def _series_filter(filters: dict) -> dict:
@@ -80,7 +103,7 @@ def _series_filter(filters: dict) -> dict:
 
 
 def _rollup_part(filters: dict, model, lo, hi) -> QuerySet:
-    # Served by apirequest_hourly / apirequest_daily (continuous aggregates on TimescaleDB).
+    # Served by the rollups' (series, bucket) indexes (continuous aggregates on TimescaleDB).
     qs = model.objects.filter(**_series_filter(filters))
     if lo is not None:
         qs = qs.filter(bucket__gte=lo)
@@ -98,12 +121,16 @@ def _raw_edges(filters: dict, edges: list[Q]) -> QuerySet:
     return qs.filter(condition) if edges else qs.none()
 
 
-_RAW_COUNTS = {
-    "hits": Count("id"),
-    "errors": Count("id", filter=Q(status_code__gte=500)),
-    "latency_sum": Sum("latency_ms"),
-    "max_latency": Max("latency_ms"),
-}
+def _raw_counts():
+    latency = rollups.capped_latency()
+    return {
+        "hits": Count("id"),
+        "errors": Count("id", filter=Q(status_code__gte=500)),
+        "latency_sum": Sum(latency),
+        "max_latency": Max(latency),
+    }
+
+
 _ROLLUP_COUNTS = {
     "hits": Sum("hits"),
     "errors": Sum("errors"),
@@ -113,8 +140,15 @@ _ROLLUP_COUNTS = {
 
 
 def can_use_rollup(used_filters: set[str]) -> bool:
-    """True when every filter the client gave is one the hourly rollup can answer."""
+    """True when every filter the client gave is one the rollups can answer."""
     return used_filters <= ROLLUP_FILTERS
+
+
+def _plan(filters: dict, used_filters: set[str], family=rollups.COUNTS):
+    """The rollup plan for these filters, or None where the raw table answers faster or alone."""
+    if not (rollups.fast_rollups() and can_use_rollup(used_filters)):
+        return None
+    return rollups.plan(filters, family)
 
 
 def _combine(parts: list[dict]) -> dict:
@@ -139,29 +173,105 @@ def _shape(counts: dict) -> dict:
     }
 
 
+# --- Percentiles -----------------------------------------------------------------------------
+
+
+def _exact(values: list[float] | None) -> dict:
+    values = values or [None] * len(FRACTIONS)
+    return dict(zip(PERCENTILE_KEYS, values, strict=True))
+
+
+def percentiles_from_bins(counts: dict[int, int]) -> dict:
+    """percentile_cont's interpolation over the events a histogram holds, each at its bin's value."""
+    total = sum(counts.values())
+    if not total:
+        return _exact(None)
+    ordered = sorted((index, n) for index, n in counts.items() if n)
+    wanted = []
+    for fraction in FRACTIONS:
+        position = fraction * (total - 1)
+        below = math.floor(position)
+        wanted.append((below, min(below + 1, total - 1), position - below))
+    ranks = sorted({rank for below, above, _ in wanted for rank in (below, above)})
+    value_at, seen, i = {}, 0, 0
+    for index, n in ordered:  # one walk up the bins for every rank needed
+        while i < len(ranks) and ranks[i] < seen + n:
+            value_at[ranks[i]] = rollups.bin_value(index)
+            i += 1
+        seen += n
+    return _exact([value_at[below] + (value_at[above] - value_at[below]) * weight
+                   for below, above, weight in wanted])
+
+
+def _histogram_family(filters: dict):
+    # Without an endpoint, the per-service histograms hold the same counts in fewer rows.
+    return rollups.LATENCY if filters.get("endpoint") else rollups.SERVICE_LATENCY
+
+
+def _histogram(filters: dict, used_filters: set[str], group: tuple[str, ...] = (), series=None):
+    """{group values: {bin: count}} over the filtered events, or None without histograms.
+
+    `series`, when given, limits the rows to those (service, endpoint) pairs.
+    """
+    if not rollups.has_histograms():
+        return None
+    family = _histogram_family(filters) if not group else rollups.LATENCY
+    plan = _plan(filters, used_filters, family)
+    if plan is None:
+        return None
+    pieces, edges = plan
+    parts = [_rollup_part(filters, *piece).values(*group, "bin").annotate(count=Sum("n")) for piece in pieces]
+    if edges:
+        parts.append(_raw_edges(filters, edges).annotate(bin=rollups.bin_expression())
+                     .values(*group, "bin").annotate(count=Count("id")))
+    bins: dict[tuple, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+    for qs in parts:
+        if series is not None:
+            qs = qs.filter(service__in={s for s, _ in series}, endpoint__in={e for _, e in series})
+        for row in qs.order_by():
+            bins[tuple(row[name] for name in group)][row["bin"]] += row["count"]
+    return bins
+
+
+def _precision_of(precision: str, filters: dict, used_filters: set[str]) -> str:
+    """The precision an answer will have: approx only where histograms can serve the filters."""
+    if precision == "approx" and rollups.has_histograms() and _plan(filters, used_filters) is not None:
+        return "approx"
+    return "exact"
+
+
+def _answer_precision(precision: str) -> dict:
+    return {"precision": precision,
+            "max_relative_error": rollups.MAX_RELATIVE_ERROR if precision == "approx" else 0.0}
+
+
 # --- /kpis/ ---------------------------------------------------------------------------------
 
 
-def kpis(*, queryset: QuerySet, filters: dict, used_filters: set[str], with_p95: bool) -> dict:
-    """hits, errors, error_rate, avg/max/p95 latency and the source of the counts."""
-    plan = rollups.plan(filters) if can_use_rollup(used_filters) else None
+def kpis(*, queryset: QuerySet, filters: dict, used_filters: set[str], with_p95: bool = True,
+         precision: str = "exact") -> dict:
+    """hits, errors, error_rate, avg/max latency, four percentiles and where they came from."""
+    plan = _plan(filters, used_filters)
     if plan is not None:
         pieces, edges = plan
         parts = [_rollup_part(filters, *piece).aggregate(**_ROLLUP_COUNTS) for piece in pieces]
         if edges:
-            parts.append(_raw_edges(filters, edges).aggregate(**_RAW_COUNTS))
+            parts.append(_raw_edges(filters, edges).aggregate(**_raw_counts()))
         counts = _combine(parts)
         source = "hourly"
     else:
-        counts = _combine([queryset.order_by().aggregate(**_RAW_COUNTS)])
+        counts = _combine([queryset.order_by().aggregate(**_raw_counts())])
         source = "raw"
     result = _shape(counts)
-    result["p95_latency_ms"] = None
+    precision = _precision_of(precision, filters, used_filters)
+    result.update(_exact(None))
     if with_p95 and result["hits"]:
-        # Exact: a percentile can't be rebuilt from hourly percentiles.
-        result["p95_latency_ms"] = queryset.order_by().aggregate(
-            p95=PercentileCont("latency_ms", 0.95)
-        )["p95"]
+        if precision == "approx":
+            result.update(percentiles_from_bins(_histogram(filters, used_filters)[()]))
+        else:
+            # Exact: a percentile can't be rebuilt from hourly percentiles.
+            result.update(_exact(queryset.order_by().aggregate(p=Percentiles(rollups.capped_latency()))["p"]))
+    result.update(_answer_precision(precision))
     result["source"] = source
     return result
 
@@ -174,39 +284,140 @@ def _per_series(qs: QuerySet, aggregates: dict) -> dict[tuple[str, str], dict]:
     return {(row["service"], row["endpoint"]): row for row in rows}
 
 
+def _exact_per_series(queryset: QuerySet, series) -> dict[tuple[str, str], dict]:
+    if series is not None:
+        if not series:
+            return {}
+        queryset = queryset.filter(service__in={s for s, _ in series}, endpoint__in={e for _, e in series})
+    rows = _per_series(queryset, {"p": Percentiles(rollups.capped_latency())})
+    return {key: _exact(row["p"]) for key, row in rows.items()}
+
+
 def top_endpoints(
     *, queryset: QuerySet, filters: dict, used_filters: set[str], sort: str = "hits",
-    order: str = "desc", limit: int = 10, with_p95: bool = False,
+    order: str = "desc", limit: int = 10, with_p95: bool = False, precision: str = "exact",
 ) -> dict:
     """Series (service, endpoint) ranked by `sort`, ties broken by service then endpoint."""
     if sort not in SORT_KEYS:
         raise ValueError(f"Unknown sort key {sort!r}.")
-    with_p95 = with_p95 or sort == "p95_latency_ms"
-    plan = rollups.plan(filters) if can_use_rollup(used_filters) else None
+    by_percentile = sort in PERCENTILE_KEYS
+    with_p95 = with_p95 or by_percentile
+    plan = _plan(filters, used_filters)
     if plan is not None:
         pieces, edges = plan
         parts = [_per_series(_rollup_part(filters, *piece), _ROLLUP_COUNTS) for piece in pieces]
         if edges:
-            parts.append(_per_series(_raw_edges(filters, edges), _RAW_COUNTS))
+            parts.append(_per_series(_raw_edges(filters, edges), _raw_counts()))
         keys = set().union(*parts)
         series = {key: _combine([p[key] for p in parts if key in p]) for key in keys}
         source = "hourly"
     else:
-        series = {key: _combine([row]) for key, row in _per_series(queryset, _RAW_COUNTS).items()}
+        series = {key: _combine([row]) for key, row in _per_series(queryset, _raw_counts()).items()}
         source = "raw"
-    p95s = {}
+    precision = _precision_of(precision, filters, used_filters)
+    results = [{"service": s, "endpoint": e, **_shape(counts)}
+               for (s, e), counts in series.items() if counts["hits"]]
+
+    def rank(rows):
+        # Python sorts strings by code point on every database, so ties order the same everywhere.
+        rows.sort(key=lambda r: (r["service"], r["endpoint"]))
+        # Stable sorts: the second keeps the tie order of the first, also when reversed.
+        rows.sort(key=lambda r: (r[sort] is None, r[sort] or 0), reverse=(order == "desc"))
+        return rows[:limit]
+
+    if not by_percentile:
+        results = rank(results)  # percentiles are needed only for the rows returned
     if with_p95:
-        p95s = _per_series(queryset, {"p95": PercentileCont("latency_ms", 0.95)})
+        wanted = None if by_percentile else {(r["service"], r["endpoint"]) for r in results}
+        if precision == "approx":
+            bins = _histogram(filters, used_filters, ("service", "endpoint"), wanted)
+            values = {key: percentiles_from_bins(counts) for key, counts in bins.items()}
+        else:
+            values = _exact_per_series(queryset, wanted)
+        for row in results:
+            row.update(values.get((row["service"], row["endpoint"])) or _exact(None))
+    if by_percentile:
+        results = rank(results)
+    return {"results": results, **_answer_precision(precision), "source": source}
+
+
+# --- /timeseries/ ---------------------------------------------------------------------------
+
+
+def timeseries_window(interval: str, start: datetime | None, end: datetime | None,
+                      now: datetime | None = None) -> tuple[datetime, datetime]:
+    """The first and the end bucket of a request: defaults, alignment and the size limit.
+
+    Raises ValueError with a message naming the parameter at fault.
+    """
+    width = INTERVALS[interval]
+    try:
+        if end is None:
+            end = rollups.floor(now or datetime.now(UTC), width) + width
+        else:
+            end = rollups.ceil(end, width)
+        if start is None:
+            start = end - (24 if interval == "hour" else 30) * width
+        else:
+            start = rollups.ceil(start, width)
+    except OverflowError:
+        raise ValueError("start/end: out of the supported range of dates.") from None
+    if start > end:
+        raise ValueError("start: must not be after end.")
+    if (end - start) // width > MAX_BUCKETS:
+        raise ValueError(f"start: at most {MAX_BUCKETS} {interval}s per request; narrow the window.")
+    return start, end
+
+
+def timeseries(*, interval: str, start: datetime | None = None, end: datetime | None = None,
+               service: str = "", endpoint: str = "", with_p95: bool = True,
+               precision: str = "exact") -> dict:
+    """One row per bucket with events: counts, avg/max and four percentiles."""
+    width = INTERVALS[interval]
+    start, end = timeseries_window(interval, start, end)
+    filters = {"service": service, "endpoint": endpoint, "start": start, "end": end}
+    used = {"start", "end"} | {name for name in ("service", "endpoint") if filters[name]}
+    raw = ApiRequest.objects.filter(time__gte=start, time__lt=end, **_series_filter(filters)).order_by()
+    truncated = Trunc("time", interval, tzinfo=UTC)
+    if rollups.fast_rollups():
+        rows: dict[datetime, dict] = {}
+        for model, lo, hi, regroup in rollups.bucket_plan(width, start, end):
+            qs = _rollup_part(filters, model, lo, hi)
+            qs = qs.annotate(b=Trunc("bucket", interval, tzinfo=UTC)) if regroup else qs.annotate(b=F("bucket"))
+            for row in qs.order_by().values("b").annotate(**_ROLLUP_COUNTS):
+                rows[row.pop("b")] = row
+        source = "hourly"
+    else:
+        rows = {row.pop("b"): row for row in
+                raw.annotate(b=truncated).values("b").annotate(**_raw_counts())}
+        source = "raw"
+    precision = _precision_of(precision, filters, used)
+    percentiles: dict[datetime, dict] = {}
+    if with_p95 and rows:
+        if precision == "approx":
+            bins: dict[datetime, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+            for model, lo, hi, regroup in rollups.bucket_plan(width, start, end, _histogram_family(filters)):
+                qs = _rollup_part(filters, model, lo, hi)
+                qs = qs.annotate(b=Trunc("bucket", interval, tzinfo=UTC)) if regroup else qs.annotate(b=F("bucket"))
+                for row in qs.order_by().values("b", "bin").annotate(count=Sum("n")):
+                    bins[row["b"]][row["bin"]] += row["count"]
+            percentiles = {bucket: percentiles_from_bins(counts) for bucket, counts in bins.items()}
+        else:
+            percentiles = {row["b"]: _exact(row["p"]) for row in
+                           raw.annotate(b=truncated).values("b").annotate(p=Percentiles(rollups.capped_latency()))}
     results = []
-    for (service, endpoint), counts in series.items():
+    for bucket in sorted(rows):
+        counts = _combine([rows[bucket]])
         if not counts["hits"]:
             continue
-        row = {"service": service, "endpoint": endpoint, **_shape(counts)}
-        if with_p95:
-            row["p95_latency_ms"] = p95s.get((service, endpoint), {}).get("p95")
-        results.append(row)
-    # Python sorts strings by code point on every database, so ties order the same everywhere.
-    results.sort(key=lambda r: (r["service"], r["endpoint"]))
-    # Stable sorts: the second keeps the tie order of the first, also when reversed.
-    results.sort(key=lambda r: (r[sort] is None, r[sort] or 0), reverse=(order == "desc"))
-    return {"results": results[:limit], "source": source}
+        results.append({"bucket": _utc(bucket), **_shape(counts),
+                        **(percentiles.get(bucket) or _exact(None))})
+    return {"interval": interval, **_answer_precision(precision), "source": source, "results": results}
+
+
+def _utc(value) -> datetime:
+    # SQLite hands back naive datetimes from Trunc; every bucket is UTC.
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+

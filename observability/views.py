@@ -14,6 +14,7 @@ from observability.serializers import (
     ApiRequestSerializer,
     KpiParamSerializer,
     StrictParamSerializer,
+    TimeseriesParamSerializer,
     TopEndpointsParamSerializer,
     query_params,
 )
@@ -89,7 +90,7 @@ class ApiRequestViewSet(viewsets.ModelViewSet):
 
     @action(detail=False, methods=["get"])
     def kpis(self, request):
-        """Hits, errors, error rate and latency (avg, max, exact p95) over the filtered events."""
+        """Hits, errors, error rate and latency (avg, max, p50/p90/p95/p99) over the filtered events."""
         params = query_params(KpiParamSerializer, request)
         filterset = _filterset(ApiRequestFilter, request, ApiRequest.objects.all())
         return Response(analytics.kpis(
@@ -106,6 +107,12 @@ class ApiRequestViewSet(viewsets.ModelViewSet):
             queryset=filterset.qs, filters=filterset.form.cleaned_data,
             used_filters=filterset.used_filters(), **params,
         ))
+
+    @action(detail=False, methods=["get"])
+    def timeseries(self, request):
+        """One row per hour or day: counts, avg/max latency and four percentiles."""
+        params = query_params(TimeseriesParamSerializer, request)
+        return Response(analytics.timeseries(**params))
 
 
 class HealthView(APIView):
