@@ -64,6 +64,9 @@ def rows_for(n, *, rng, start, span, services=("api", "web"), endpoints=("/a", "
 class ApproxPercentileTests(ApiTransactionTestCase):
     """Random windows over data that is partly materialized (TimescaleDB) and partly not."""
 
+    def setUp(self):
+        self.tearDown()  # nothing materialized by an earlier test may linger in the aggregates
+
     def tearDown(self):
         ApiRequest.objects.all().delete()
         rollups.refresh_all(None, None)
