@@ -78,13 +78,66 @@ def _ratio(numerator, denominator):
 # --- /hourly/ and /daily/ -------------------------------------------------------------------
 
 
-def rollup_rows(*, queryset: QuerySet) -> QuerySet:
-    """Rollup rows in contract order (bucket, service, endpoint), with error_rate added."""
+def rollup_rows(*, queryset: QuerySet, filters: dict, interval: str):
+    """Rollup rows in contract order (bucket, service, endpoint), with error_rate added.
+
+    From the rollup where it is materialized; elsewhere from the raw table (`RawRollupRows`).
+    """
+    if not rollups.fast_rollups():
+        return RawRollupRows(filters=filters, width=INTERVALS[interval])
     return (
         queryset.annotate(error_rate=_ratio(F("errors"), F("hits")))
         .order_by("bucket", "service", "endpoint")
         .values(*ROLLUP_COLUMNS[:5], "error_rate", *ROLLUP_COLUMNS[5:])
     )
+
+
+class RawRollupRows:
+    """/hourly/ or /daily/ rows computed from the raw table, for the paginator.
+
+    Counts for every row come from one grouped scan; the exact p95 (the expensive part) is
+    computed only for the rows a page slices out.
+    """
+
+    def __init__(self, *, filters: dict, width):
+        self.width = width
+        self.raw = ApiRequest.objects.filter(**_series_filter(filters)).order_by()
+        try:
+            if filters.get("start") is not None:
+                self.raw = self.raw.filter(time__gte=rollups.ceil(filters["start"], width))
+            if filters.get("end") is not None:
+                self.raw = self.raw.filter(time__lt=rollups.ceil(filters["end"], width))
+        except OverflowError:
+            self.raw = self.raw.none()  # a bucket bound past the end of the calendar holds nothing
+        self.groups = list(
+            self.raw.annotate(bucket=rollups.BucketStart("time", width))
+            .values("bucket", "service", "endpoint").annotate(**_raw_counts())
+            .order_by("bucket", "service", "endpoint")
+        )
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def __getitem__(self, index):
+        groups = self.groups[index] if isinstance(index, slice) else [self.groups[index]]
+        p95 = {}
+        if groups:
+            # Served by the (service, endpoint, time) index: only the page's series and buckets.
+            events = self.raw.filter(
+                time__gte=min(g["bucket"] for g in groups), time__lt=max(g["bucket"] for g in groups) + self.width,
+                service__in={g["service"] for g in groups}, endpoint__in={g["endpoint"] for g in groups},
+            ).annotate(bucket=rollups.BucketStart("time", self.width))
+            for row in events.values("bucket", "service", "endpoint").annotate(
+                    p=Percentiles(rollups.capped_latency(), (0.95,))):
+                p95[(row["bucket"], row["service"], row["endpoint"])] = row["p"][0]
+        rows = []
+        for g in groups:
+            shaped = _shape(_combine([g]))
+            rows.append({"bucket": g["bucket"], "service": g["service"], "endpoint": g["endpoint"],
+                         "hits": g["hits"], "errors": g["errors"], "error_rate": shaped["error_rate"],
+                         "avg_latency_ms": shaped["avg_latency_ms"], "max_latency_ms": shaped["max_latency_ms"],
+                         "p95_latency_ms": p95.get((g["bucket"], g["service"], g["endpoint"]))})
+        return rows if isinstance(index, slice) else rows[0]
 
 
 def hourly_queryset() -> QuerySet:
@@ -259,8 +312,13 @@ def kpis(*, queryset: QuerySet, filters: dict, used_filters: set[str], with_p95:
             parts.append(_raw_edges(filters, edges).aggregate(**_raw_counts()))
         counts = _combine(parts)
         source = "hourly"
+        exact = None
     else:
-        counts = _combine([queryset.order_by().aggregate(**_raw_counts())])
+        # One scan of the raw table for the counts and, when wanted, the exact percentiles.
+        aggregates = {**_raw_counts(), **({"p": Percentiles(rollups.capped_latency())} if with_p95 else {})}
+        counts = queryset.order_by().aggregate(**aggregates)
+        exact = counts.pop("p", None)
+        counts = _combine([counts])
         source = "raw"
     result = _shape(counts)
     precision = _precision_of(precision, filters, used_filters)
@@ -268,6 +326,8 @@ def kpis(*, queryset: QuerySet, filters: dict, used_filters: set[str], with_p95:
     if with_p95 and result["hits"]:
         if precision == "approx":
             result.update(percentiles_from_bins(_histogram(filters, used_filters)[()]))
+        elif exact is not None:
+            result.update(_exact(exact))
         else:
             # Exact: a percentile can't be rebuilt from hourly percentiles.
             result.update(_exact(queryset.order_by().aggregate(p=Percentiles(rollups.capped_latency()))["p"]))
@@ -378,7 +438,7 @@ def timeseries(*, interval: str, start: datetime | None = None, end: datetime | 
     filters = {"service": service, "endpoint": endpoint, "start": start, "end": end}
     used = {"start", "end"} | {name for name in ("service", "endpoint") if filters[name]}
     raw = ApiRequest.objects.filter(time__gte=start, time__lt=end, **_series_filter(filters)).order_by()
-    truncated = Trunc("time", interval, tzinfo=UTC)
+    truncated = rollups.BucketStart("time", width)
     if rollups.fast_rollups():
         rows: dict[datetime, dict] = {}
         for model, lo, hi, regroup in rollups.bucket_plan(width, start, end):

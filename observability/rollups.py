@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from django.db import connection, transaction
-from django.db.models import Case, F, FloatField, IntegerField, Q, Value, When
+from django.db.models import Case, DateTimeField, F, FloatField, Func, IntegerField, Q, Value, When
 from django.db.models.functions import Cast, Floor, Least, Ln
 
 from observability import db
@@ -169,6 +169,35 @@ def ceil(value: datetime, width: timedelta) -> datetime:
     """`value` itself when it starts a bucket, else the start of the next one."""
     start = floor(value, width)
     return start if start == value else start + width
+
+
+class BucketStart(Func):
+    """The start of the UTC bucket of `width` holding a timestamp, in SQL.
+
+    SQLite: a prefix of the stored text, which Django writes as "YYYY-MM-DD HH:MM:SS[.ffffff]"
+    in UTC (Django's Trunc calls a Python function per row there; strftime's format would
+    need "%" escaped through two layers of formatting).
+    PostgreSQL: the date_bin expression the plain-view migrations index.
+    """
+
+    output_field = DateTimeField()
+    _WIDTHS = {HOUR: ("1 hour", 13, ":00:00"), DAY: ("1 day", 10, " 00:00:00")}
+
+    def __init__(self, expression, width: timedelta):
+        # Whitelisted constants, never client text.
+        self.interval, self.prefix, self.suffix = self._WIDTHS[width]
+        super().__init__(expression)
+
+    def as_sqlite(self, compiler, connection, **extra):
+        template = f"(substr(%(expressions)s, 1, {self.prefix}) || '{self.suffix}')"
+        return self.as_sql(compiler, connection, template=template, **extra)
+
+    def as_postgresql(self, compiler, connection, **extra):
+        return self.as_sql(
+            compiler, connection,
+            template=f"date_bin(INTERVAL '{self.interval}', %(expressions)s, TIMESTAMPTZ '2000-01-01 00:00:00+00')",
+            **extra,
+        )
 
 
 # --- Watermarks ------------------------------------------------------------------------------

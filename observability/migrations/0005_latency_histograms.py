@@ -60,6 +60,9 @@ def _pg_counts_select(bucket: str) -> str:
 def _sqlite_counts_view(relation: str, fmt: str) -> str:
     # p95 as PostgreSQL's percentile_cont(0.95): position 0.95 * (n - 1) in the bucket's sorted
     # latencies, interpolated between the two ranks around it; plain SQL, no registered function.
+    # (SQLite before 3.44 has no ordered aggregate and no correlated LIMIT/OFFSET, so ranks come
+    # from a window.) The API doesn't read these views: on SQLite the raw table answers faster
+    # (see rollups.fast_rollups); they are here for other SQLite clients, with the same columns.
     lat = f"min(latency_ms, {CAP})"
     pos = "0.95 * (n - 1)"
     lo = f"CAST({pos} AS INTEGER)"
