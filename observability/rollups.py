@@ -205,22 +205,26 @@ class BucketStart(Func):
 NOTHING_MATERIALIZED = datetime(1, 1, 1, tzinfo=UTC)
 
 
-def watermark(relation: str, using=connection) -> datetime | None:
-    """The end of what a continuous aggregate has materialized, or None when nothing is."""
+def watermarks(relations: Iterable[str], using=connection) -> dict[str, datetime | None]:
+    """The end of what each continuous aggregate has materialized (None: nothing), in one query."""
+    relations = list(relations)
     with using.cursor() as cursor:
         # Before the first refresh the watermark is the start of time (4714 BC), which Python
         # can't hold: that reads as "nothing materialized".
         cursor.execute(
-            "SELECT NULLIF(GREATEST(w, '0001-01-01'::timestamptz), '0001-01-01'::timestamptz)"
-            " FROM (SELECT _timescaledb_functions.to_timestamp("
+            "SELECT user_view_name, NULLIF(GREATEST(w, '0001-01-01'::timestamptz), '0001-01-01'::timestamptz)"
+            " FROM (SELECT user_view_name, _timescaledb_functions.to_timestamp("
             "_timescaledb_functions.cagg_watermark(mat_hypertable_id)) AS w"
-            " FROM _timescaledb_catalog.continuous_agg WHERE user_view_name = %s) AS watermark",
-            [relation],
+            " FROM _timescaledb_catalog.continuous_agg WHERE user_view_name = ANY(%s)) AS marks",
+            [relations],
         )
-        row = cursor.fetchone()
-    if row is None or row[0] is None:
-        return None
-    return row[0]
+        found = dict(cursor.fetchall())
+    return {relation: found.get(relation) for relation in relations}
+
+
+def watermark(relation: str, using=connection) -> datetime | None:
+    """The end of what a continuous aggregate has materialized, or None when nothing is."""
+    return watermarks([relation], using)[relation]
 
 
 def cutoff(relation: str, using=connection) -> datetime | None:
@@ -277,10 +281,12 @@ def _refresh_buckets(times: list[datetime]) -> int:
         return 0
     earliest = min(times)
     calls = 0
+    # One round trip for every watermark: this runs after every ingest batch.
+    marks = watermarks(rollup.relation for rollup in aggregates())
     # Catalogue order: a hierarchical aggregate comes after its source, so it re-reads buckets
     # the source has just re-materialized.
     for rollup in aggregates():
-        mark = watermark(rollup.relation)
+        mark = marks[rollup.relation]
         if mark is None or earliest >= mark:
             continue  # the common case: nothing written below what is materialized
         stale = sorted({(t - EPOCH) // rollup.width for t in times if t < mark})
