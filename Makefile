@@ -6,7 +6,7 @@ PORT ?= 8000
 COMPOSE := docker compose --env-file .env -f docker/docker-compose.yml
 VENV_PY := source scripts/bootstrap.sh &&
 
-.PHONY: run test step6 migrate install lint bench-ingest bench seed up down logs key manage openapi
+.PHONY: run test step6 migrate install lint bench-ingest bench bench-sqlite seed up down logs key manage openapi
 
 install:  ## create .venv and install the pinned requirements
 	@$(VENV_PY) true
@@ -46,6 +46,9 @@ down:
 
 logs:
 	$(COMPOSE) logs -f
+
+bench-sqlite:  ## the embedded default: API on SQLite (200,000 seeded events) vs plain SQL on raw
+	@$(VENV_PY) "$$PY" scripts/bench_sqlite.py $(ARGS)
 
 bench:  ## query benchmark: API vs plain SQL on the raw table (ARGS="-n 10000000" for 10M events)
 	@$(VENV_PY) scripts/with_postgres.sh "$$PY" scripts/bench_queries.py $(ARGS)

@@ -4,6 +4,8 @@ Event fields are checked by `ingest.validate_fields`, the same rules the bulk en
 so a single POST and a bulk ingest accept and reject exactly the same input.
 """
 
+from datetime import UTC
+
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -103,7 +105,8 @@ class StrictParamSerializer(serializers.Serializer):
 
 class KpiParamSerializer(serializers.Serializer):
     with_p95 = StrictBooleanField(required=False, default=True,
-                                  help_text="false skips the percentile (null) for a cheaper answer.")
+                                  help_text="false skips the percentiles (null) for a cheaper answer.")
+    precision = serializers.ChoiceField(choices=analytics.PRECISIONS, required=False, default="exact")
 
 
 class TopEndpointsParamSerializer(serializers.Serializer):
@@ -111,12 +114,34 @@ class TopEndpointsParamSerializer(serializers.Serializer):
     order = serializers.ChoiceField(choices=("desc", "asc"), required=False, default="desc")
     limit = serializers.IntegerField(min_value=1, max_value=1000, required=False, default=10)
     with_p95 = StrictBooleanField(required=False, default=False,
-                                  help_text="true: every row carries the percentile.")
+                                  help_text="true: every row carries the percentiles.")
+    precision = serializers.ChoiceField(choices=analytics.PRECISIONS, required=False, default="exact")
 
 
 class HealthParamSerializer(serializers.Serializer):
     db = StrictBooleanField(required=False, default=False,
                             help_text="true: also check the database (503 when it can't be reached).")
+
+
+class TimeseriesParamSerializer(serializers.Serializer):
+    """`/timeseries/`: the interval, the series, a window on the bucket start, and the percentiles."""
+
+    interval = serializers.ChoiceField(choices=tuple(analytics.INTERVALS))
+    service = serializers.CharField(required=False, default="")
+    endpoint = serializers.CharField(required=False, default="")
+    start = serializers.DateTimeField(required=False, default=None, default_timezone=UTC)
+    end = serializers.DateTimeField(required=False, default=None, default_timezone=UTC)
+    with_p95 = StrictBooleanField(required=False, default=True,
+                                  help_text="false skips the percentiles (null) for a cheaper answer.")
+    precision = serializers.ChoiceField(choices=analytics.PRECISIONS, required=False, default="exact")
+
+    def validate(self, attrs):
+        try:
+            attrs["start"], attrs["end"] = analytics.timeseries_window(attrs["interval"], attrs["start"], attrs["end"])
+        except ValueError as exc:
+            name, _, message = str(exc).partition(": ")
+            raise serializers.ValidationError({name: [message]}) from None
+        return attrs
 
 
 def query_params(serializer_class, request) -> dict:
@@ -143,14 +168,42 @@ class RollupRowSerializer(serializers.Serializer):
     p95_latency_ms = serializers.FloatField(allow_null=True)
 
 
-class KpiSerializer(serializers.Serializer):
+class _Precision(serializers.Serializer):
+    precision = serializers.ChoiceField(choices=("exact", "approx"),
+                                        help_text="How the percentiles were computed (approx: from histograms).")
+    max_relative_error = serializers.FloatField(min_value=0, help_text="0 for exact; (γ-1)/(γ+1) for approx.")
+
+
+class KpiSerializer(_Precision):
     hits = serializers.IntegerField(min_value=0)
     errors = serializers.IntegerField(min_value=0)
     error_rate = serializers.FloatField(min_value=0, max_value=1)
     avg_latency_ms = serializers.FloatField(allow_null=True)
     max_latency_ms = serializers.FloatField(allow_null=True)
+    p50_latency_ms = serializers.FloatField(allow_null=True)
+    p90_latency_ms = serializers.FloatField(allow_null=True)
     p95_latency_ms = serializers.FloatField(allow_null=True)
+    p99_latency_ms = serializers.FloatField(allow_null=True)
     source = serializers.ChoiceField(choices=("hourly", "raw"))
+
+
+class TimeseriesRowSerializer(serializers.Serializer):
+    bucket = serializers.DateTimeField()
+    hits = serializers.IntegerField(min_value=0)
+    errors = serializers.IntegerField(min_value=0)
+    error_rate = serializers.FloatField(min_value=0, max_value=1)
+    avg_latency_ms = serializers.FloatField(allow_null=True)
+    max_latency_ms = serializers.FloatField(allow_null=True)
+    p50_latency_ms = serializers.FloatField(allow_null=True)
+    p90_latency_ms = serializers.FloatField(allow_null=True)
+    p95_latency_ms = serializers.FloatField(allow_null=True)
+    p99_latency_ms = serializers.FloatField(allow_null=True)
+
+
+class TimeseriesSerializer(_Precision):
+    interval = serializers.ChoiceField(choices=("hour", "day"))
+    source = serializers.ChoiceField(choices=("hourly", "raw"))
+    results = TimeseriesRowSerializer(many=True)
 
 
 class TopEndpointRowSerializer(serializers.Serializer):
@@ -161,11 +214,14 @@ class TopEndpointRowSerializer(serializers.Serializer):
     error_rate = serializers.FloatField(min_value=0, max_value=1)
     avg_latency_ms = serializers.FloatField(allow_null=True)
     max_latency_ms = serializers.FloatField(allow_null=True)
-    p95_latency_ms = serializers.FloatField(allow_null=True, required=False,
-                                            help_text="Present with with_p95=true or sort=p95_latency_ms.")
+    # Present with with_p95=true or when sorting by a percentile.
+    p50_latency_ms = serializers.FloatField(allow_null=True, required=False)
+    p90_latency_ms = serializers.FloatField(allow_null=True, required=False)
+    p95_latency_ms = serializers.FloatField(allow_null=True, required=False)
+    p99_latency_ms = serializers.FloatField(allow_null=True, required=False)
 
 
-class TopEndpointsSerializer(serializers.Serializer):
+class TopEndpointsSerializer(_Precision):
     results = TopEndpointRowSerializer(many=True)
     source = serializers.ChoiceField(choices=("hourly", "raw"))
 

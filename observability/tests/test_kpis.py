@@ -1,26 +1,29 @@
 import random
 from datetime import timedelta
 
-from observability import ingest
+from observability import ingest, rollups
 from observability.models import ApiRequest
 from observability.tests.utils import (
     BASE_TIME,
+    PERCENTILES,
     ApiTestCase,
     ApiTransactionTestCase,
+    fast_source,
     iso,
     make_events,
     parse_time,
     post_ingest,
-    summarize,
+    summarize_all,
 )
 
 URL = "/api/requests/kpis/"
-KEYS = ("hits", "errors", "error_rate", "avg_latency_ms", "max_latency_ms", "p95_latency_ms")
+KEYS = ("hits", "errors", "error_rate", "avg_latency_ms", "max_latency_ms", "p50_latency_ms",
+        "p90_latency_ms", "p95_latency_ms", "p99_latency_ms")
 
 
 def close(case, got: dict, want: dict, msg=""):
     case.assertEqual((got["hits"], got["errors"]), (want["hits"], want["errors"]), msg)
-    for key in ("error_rate", "avg_latency_ms", "max_latency_ms", "p95_latency_ms"):
+    for key in ("error_rate", "avg_latency_ms", "max_latency_ms", *PERCENTILES):
         if want[key] is None:
             case.assertIsNone(got[key], f"{key} {msg}")
         else:
@@ -45,31 +48,31 @@ class KpiTests(ApiTestCase):
         response = self.client.get(URL, params)
         self.assertEqual(response.status_code, 200, response.content)
         body = response.json()
-        self.assertEqual(set(body), {*KEYS, "source"})
+        self.assertEqual(set(body), {*KEYS, "precision", "max_relative_error", "source"})
         return body
 
     def test_kpis_over_everything_match_the_events(self):
         body = self.kpis()
-        close(self, body, summarize(self.events))
-        self.assertEqual(body["source"], "hourly")
+        close(self, body, summarize_all(self.events))
+        self.assertEqual(body["source"], fast_source())
 
     def test_an_aligned_range_is_served_by_the_hourly_rollup(self):
         start, end = BASE_TIME + timedelta(hours=2), BASE_TIME + timedelta(hours=5)
         body = self.kpis(start=iso(start), end=iso(end), service="search")
-        close(self, body, summarize(select(self.events, start=start, end=end, service="search")))
-        self.assertEqual(body["source"], "hourly")
+        close(self, body, summarize_all(select(self.events, start=start, end=end, service="search")))
+        self.assertEqual(body["source"], fast_source())
 
     def test_an_unaligned_range_adds_the_partial_hours_from_the_raw_table(self):
         start = BASE_TIME + timedelta(hours=1, minutes=17, seconds=3)
         end = BASE_TIME + timedelta(hours=6, minutes=41, microseconds=5)
         body = self.kpis(start=iso(start), end=iso(end))
-        close(self, body, summarize(select(self.events, start=start, end=end)))
-        self.assertEqual(body["source"], "hourly")
+        close(self, body, summarize_all(select(self.events, start=start, end=end)))
+        self.assertEqual(body["source"], fast_source())
 
     def test_a_range_inside_one_hour_is_read_from_the_raw_table(self):
         start, end = BASE_TIME + timedelta(minutes=10), BASE_TIME + timedelta(minutes=50)
         body = self.kpis(start=iso(start), end=iso(end))
-        close(self, body, summarize(select(self.events, start=start, end=end)))
+        close(self, body, summarize_all(select(self.events, start=start, end=end)))
         self.assertEqual(body["source"], "raw")
 
     def test_raw_only_filters_are_read_from_the_raw_table(self):
@@ -84,7 +87,7 @@ class KpiTests(ApiTestCase):
         ]
         for params, predicate in cases:
             body = self.kpis(**params)
-            close(self, body, summarize([e for e in self.events if predicate(e)]), params)
+            close(self, body, summarize_all([e for e in self.events if predicate(e)]), params)
             self.assertEqual(body["source"], "raw", params)
 
     def test_an_empty_selection_has_zero_hits_and_null_latencies(self):
@@ -92,18 +95,19 @@ class KpiTests(ApiTestCase):
             body = self.kpis(**params)
             self.assertEqual({k: body[k] for k in KEYS}, {
                 "hits": 0, "errors": 0, "error_rate": 0.0, "avg_latency_ms": None,
-                "max_latency_ms": None, "p95_latency_ms": None,
+                "max_latency_ms": None, "p50_latency_ms": None, "p90_latency_ms": None,
+                "p95_latency_ms": None, "p99_latency_ms": None,
             })
 
     def test_ranges_at_the_ends_of_the_calendar_are_answered(self):
         body = self.kpis(start="9999-12-31T23:30:00Z")
         self.assertEqual((body["hits"], body["source"]), (0, "raw"))
         body = self.kpis(start="0001-01-01T00:00:00Z", end="9999-12-31T23:59:59Z")
-        close(self, body, summarize(self.events))
+        close(self, body, summarize_all(self.events))
 
     def test_with_p95_false_skips_the_percentile(self):
         body = self.kpis(with_p95="false")
-        self.assertIsNone(body["p95_latency_ms"])
+        self.assertEqual([body[key] for key in PERCENTILES], [None] * 4)
         self.assertEqual(body["hits"], len(self.events))
 
     def test_bad_parameters_are_400s_naming_them(self):
@@ -122,16 +126,16 @@ class FastPathEqualsRawPathTests(ApiTransactionTestCase):
 
     def tearDown(self):
         ApiRequest.objects.all().delete()
-        for relation, _ in ingest.ROLLUPS:
-            ingest.refresh_rollup(relation, None, None)
+        for relation in [r.relation for r in rollups.aggregates()]:
+            rollups.refresh(relation, None, None)
 
     def test_fast_path_and_raw_path_give_the_same_numbers(self):
         # Four days of older data (materialized on TimescaleDB up to day 3), then a day of
         # newer data: ranges mix whole days, whole hours and partial hours on both sides.
         old = make_events(900, start=BASE_TIME - timedelta(days=3), span=timedelta(days=4), seed=21)
         post_ingest(self.client, old)
-        for relation, _ in ingest.ROLLUPS:
-            ingest.refresh_rollup(relation, None, BASE_TIME)
+        for relation in [r.relation for r in rollups.aggregates()]:
+            rollups.refresh(relation, None, BASE_TIME)
         new = make_events(500, start=BASE_TIME + timedelta(hours=6), span=timedelta(days=1), seed=22)
         post_ingest(self.client, new)
         events = old + new
@@ -157,7 +161,7 @@ class FastPathEqualsRawPathTests(ApiTransactionTestCase):
             for name, choices in (("service", ["checkout", "auth"]), ("endpoint", ["/cart", "/login"])):
                 if rng.random() < 0.4:
                     exact[name] = params[name] = rng.choice(choices)
-            want = summarize(select(events, start=start, end=end, **exact))
+            want = summarize_all(select(events, start=start, end=end, **exact))
             fast = self.client.get(URL, params).json()
             raw = self.client.get(URL, {**params, "status_min": 100}).json()  # same rows, raw path
             self.assertEqual(raw["source"], "raw")
@@ -179,13 +183,12 @@ class RollupPlanTests(ApiTestCase):
     def test_an_unaligned_multi_day_range_uses_days_hours_and_raw_edges(self):
         from unittest import mock
 
-        from observability import analytics
         from observability.models import ApiRequestDaily, ApiRequestHourly
 
         start = BASE_TIME.replace(hour=20, minute=30)       # 2026-03-02 20:30
         end = BASE_TIME + timedelta(days=3, hours=-6, minutes=15)  # 2026-03-05 04:15
-        with mock.patch.object(analytics.db, "rollup_cutoff", return_value=None):
-            pieces, edges = analytics._rollup_plan({"start": start, "end": end})
+        with mock.patch.object(rollups, "cutoff", return_value=None):
+            pieces, edges = rollups.plan({"start": start, "end": end})
         day = BASE_TIME.replace(hour=0)
         self.assertEqual(pieces, [
             (ApiRequestDaily, day + timedelta(days=1), day + timedelta(days=3)),
@@ -197,12 +200,11 @@ class RollupPlanTests(ApiTestCase):
     def test_days_past_the_daily_watermark_are_read_from_the_hourly_rollup(self):
         from unittest import mock
 
-        from observability import analytics
         from observability.models import ApiRequestDaily, ApiRequestHourly
 
         day = BASE_TIME.replace(hour=0)
-        with mock.patch.object(analytics.db, "rollup_cutoff", return_value=day + timedelta(days=2)):
-            pieces, edges = analytics._rollup_plan({"start": day, "end": day + timedelta(days=5)})
+        with mock.patch.object(rollups, "cutoff", return_value=day + timedelta(days=2)):
+            pieces, edges = rollups.plan({"start": day, "end": day + timedelta(days=5)})
         self.assertEqual(pieces, [(ApiRequestDaily, day, day + timedelta(days=2)),
                                   (ApiRequestHourly, day + timedelta(days=2), day + timedelta(days=5))])
         self.assertEqual(edges, [])

@@ -1,0 +1,424 @@
+"""Everything about the rollups: the catalogue, bucket arithmetic, watermarks, refresh, planning.
+
+Adding a rollup is one edit here (plus the migration that builds it). The read path
+(`analytics.py`), the write path (`ingest.py`), the management commands and the benchmarks ask
+this module which relation serves a range and how fresh it is; retention and compression
+policies can walk `CATALOGUE` to find every relation and its width.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from django.db import DatabaseError, OperationalError, connection, transaction
+from django.db.models import Case, DateTimeField, F, FloatField, Func, IntegerField, Q, Value, When
+from django.db.models.functions import Cast, Floor, Least, Ln
+
+from observability import db
+from observability.models import (
+    ApiRequest,
+    ApiRequestDaily,
+    ApiRequestHourly,
+    LatencyDaily,
+    LatencyHourly,
+    ServiceLatencyDaily,
+    ServiceLatencyHourly,
+)
+
+logger = logging.getLogger(__name__)
+HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
+# One epoch for every bucket: TimescaleDB's time_bucket and PostgreSQL's date_bin with the
+# origin the migrations use both align hours and days to it (2000-01-01 is a multiple of a day
+# after 1970-01-01), and so does SQLite's strftime.
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+RAW = ApiRequest._meta.db_table
+
+
+@dataclass(frozen=True)
+class Refresh:
+    """A continuous aggregate's refresh policy: materialize up to now - end_offset, every schedule."""
+
+    end_offset: timedelta
+    schedule: timedelta
+
+
+@dataclass(frozen=True)
+class Rollup:
+    """One relation of the catalogue.
+
+    `width` is the bucket width (None for the raw table); `series` the columns it groups by
+    besides the bucket; `source` the relation it is built from; `refresh` its policy where it is a
+    continuous aggregate on TimescaleDB (elsewhere every rollup is a plain view).
+    """
+
+    relation: str
+    kind: str  # "raw" | "counts" | "histogram"
+    width: timedelta | None
+    series: tuple[str, ...]
+    source: str | None
+    model: type | None
+    refresh: Refresh | None
+
+
+CATALOGUE: tuple[Rollup, ...] = (
+    Rollup(RAW, "raw", None, ("service", "endpoint"), None, ApiRequest, None),
+    # Exact per-bucket p95 (the contract's /hourly/ and /daily/ rows): both read raw events.
+    Rollup("apirequest_hourly", "counts", HOUR, ("service", "endpoint"), RAW, ApiRequestHourly,
+           Refresh(HOUR, timedelta(minutes=5))),
+    Rollup("apirequest_daily", "counts", DAY, ("service", "endpoint"), RAW, ApiRequestDaily,
+           Refresh(DAY, HOUR)),
+    # Latency histograms (TimescaleDB only: elsewhere approx percentiles are computed exactly).
+    # The daily ones are built on the hourly ones, so they come after them: refreshes follow
+    # catalogue order.
+    Rollup("apirequest_latency_hourly", "histogram", HOUR, ("service", "endpoint"), RAW, LatencyHourly,
+           Refresh(HOUR, timedelta(minutes=5))),
+    Rollup("apirequest_service_latency_hourly", "histogram", HOUR, ("service",), RAW, ServiceLatencyHourly,
+           Refresh(HOUR, timedelta(minutes=5))),
+    Rollup("apirequest_latency_daily", "histogram", DAY, ("service", "endpoint"), "apirequest_latency_hourly",
+           LatencyDaily, Refresh(DAY, HOUR)),
+    Rollup("apirequest_service_latency_daily", "histogram", DAY, ("service",),
+           "apirequest_service_latency_hourly", ServiceLatencyDaily, Refresh(DAY, HOUR)),
+)
+BY_RELATION = {rollup.relation: rollup for rollup in CATALOGUE}
+
+
+def aggregates() -> tuple[Rollup, ...]:
+    """Every rollup built over the raw events (everything in the catalogue but the raw table)."""
+    return tuple(rollup for rollup in CATALOGUE if rollup.kind != "raw")
+
+
+@dataclass(frozen=True)
+class Family:
+    """An hourly rollup and the daily one that serves whole days of the same series."""
+
+    hourly: Rollup
+    daily: Rollup
+
+
+COUNTS = Family(BY_RELATION["apirequest_hourly"], BY_RELATION["apirequest_daily"])
+LATENCY = Family(BY_RELATION["apirequest_latency_hourly"], BY_RELATION["apirequest_latency_daily"])
+SERVICE_LATENCY = Family(BY_RELATION["apirequest_service_latency_hourly"],
+                         BY_RELATION["apirequest_service_latency_daily"])
+
+
+def fast_rollups() -> bool:
+    """Whether reading the rollups beats reading raw: only where they are materialized.
+
+    Elsewhere (PostgreSQL without TimescaleDB, SQLite) they are plain views over the raw
+    table, and a view that groups by hour costs more than the raw scan it hides.
+    """
+    return db.rollups_are_continuous()
+
+
+def has_histograms() -> bool:
+    """Whether this database keeps the latency histograms (TimescaleDB continuous aggregates)."""
+    return db.rollups_are_continuous()
+
+
+# --- Latency histograms: bins of relative width γ ---------------------------------------------
+
+GAMMA = 1.02
+# Reporting the midpoint 2γ^(k+1)/(γ+1) of bin [γ^k, γ^(k+1)) is off by at most (γ-1)/(γ+1)
+# of the true value, and so is any interpolation between two such values.
+MAX_RELATIVE_ERROR = (GAMMA - 1) / (GAMMA + 1)
+CAP_MS = 86_400_000.0  # latencies stored above the ingest limit count as this much
+ZERO_BIN = -32768  # latencies below 0.01 ms, reported as 0
+ZERO_BELOW_MS = 0.01
+
+
+def capped_latency():
+    """latency_ms, with anything above CAP_MS (rows stored before the cap) counted as CAP_MS."""
+    return Least(F("latency_ms"), Value(CAP_MS))
+
+
+def bin_expression():
+    """The histogram bin of a raw row, as migration 0005 computes it (PostgreSQL)."""
+    ln_gamma = Ln(Cast(Value(GAMMA), FloatField()))
+    return Case(
+        When(latency_ms__lt=ZERO_BELOW_MS, then=Value(ZERO_BIN)),
+        default=Floor(Ln(capped_latency()) / ln_gamma),
+        output_field=IntegerField(),
+    )
+
+
+def bin_of(latency_ms: float) -> int:
+    if latency_ms < ZERO_BELOW_MS:
+        return ZERO_BIN
+    return math.floor(math.log(min(latency_ms, CAP_MS)) / math.log(GAMMA))
+
+
+def bin_value(index: int) -> float:
+    """The value a bin stands for: its midpoint, or 0 for the zero bin."""
+    if index == ZERO_BIN:
+        return 0.0
+    return 2 * GAMMA ** (index + 1) / (GAMMA + 1)
+
+
+# --- Bucket arithmetic (UTC, half-open) -----------------------------------------------------
+
+
+def floor(value: datetime, width: timedelta) -> datetime:
+    """The start of the bucket of `width` holding `value`."""
+    return EPOCH + (value - EPOCH) // width * width
+
+
+def ceil(value: datetime, width: timedelta) -> datetime:
+    """`value` itself when it starts a bucket, else the start of the next one."""
+    start = floor(value, width)
+    return start if start == value else start + width
+
+
+class BucketStart(Func):
+    """The start of the UTC bucket of `width` holding a timestamp, in SQL.
+
+    SQLite: a prefix of the stored text, which Django writes as "YYYY-MM-DD HH:MM:SS[.ffffff]"
+    in UTC (Django's Trunc calls a Python function per row there; strftime's format would
+    need "%" escaped through two layers of formatting).
+    PostgreSQL: the date_bin expression the plain-view migrations index.
+    """
+
+    output_field = DateTimeField()
+    _WIDTHS = {HOUR: ("1 hour", 13, ":00:00"), DAY: ("1 day", 10, " 00:00:00")}
+
+    def __init__(self, expression, width: timedelta):
+        # Whitelisted constants, never client text.
+        self.interval, self.prefix, self.suffix = self._WIDTHS[width]
+        super().__init__(expression)
+
+    def as_sqlite(self, compiler, connection, **extra):
+        template = f"(substr(%(expressions)s, 1, {self.prefix}) || '{self.suffix}')"
+        return self.as_sql(compiler, connection, template=template, **extra)
+
+    def as_postgresql(self, compiler, connection, **extra):
+        return self.as_sql(
+            compiler, connection,
+            template=f"date_bin(INTERVAL '{self.interval}', %(expressions)s, TIMESTAMPTZ '2000-01-01 00:00:00+00')",
+            **extra,
+        )
+
+
+# --- Watermarks ------------------------------------------------------------------------------
+
+NOTHING_MATERIALIZED = datetime(1, 1, 1, tzinfo=UTC)
+
+
+def watermarks(relations: Iterable[str], using=connection) -> dict[str, datetime | None]:
+    """The end of what each continuous aggregate has materialized (None: nothing), in one query."""
+    relations = list(relations)
+    with using.cursor() as cursor:
+        # Before the first refresh the watermark is the start of time (4714 BC), which Python
+        # can't hold: that reads as "nothing materialized".
+        cursor.execute(
+            "SELECT user_view_name, NULLIF(GREATEST(w, '0001-01-01'::timestamptz), '0001-01-01'::timestamptz)"
+            " FROM (SELECT user_view_name, _timescaledb_functions.to_timestamp("
+            "_timescaledb_functions.cagg_watermark(mat_hypertable_id)) AS w"
+            " FROM _timescaledb_catalog.continuous_agg WHERE user_view_name = ANY(%s)) AS marks",
+            [relations],
+        )
+        found = dict(cursor.fetchall())
+    return {relation: found.get(relation) for relation in relations}
+
+
+def watermark(relation: str, using=connection) -> datetime | None:
+    """The end of what a continuous aggregate has materialized, or None when nothing is."""
+    return watermarks([relation], using)[relation]
+
+
+def cutoff(relation: str, using=connection) -> datetime | None:
+    """Where reading `relation` stops being cheap: a continuous aggregate's watermark (buckets
+    after it are aggregated from raw events at query time), or None for a plain view, where
+    every bucket costs the same."""
+    if not db.rollups_are_continuous(using):
+        return None
+    return watermark(relation, using) or NOTHING_MATERIALIZED
+
+
+# --- Refresh ---------------------------------------------------------------------------------
+
+
+def refresh(relation: str, start: datetime | None, end: datetime | None) -> bool:
+    """Refresh one continuous aggregate over [start, end); False where there is none."""
+    if relation not in BY_RELATION or BY_RELATION[relation].kind == "raw":
+        raise ValueError(f"Unknown rollup {relation!r}.")
+    if not db.is_continuous_aggregate(relation):
+        return False
+    with connection.cursor() as cursor:
+        # Must run outside a transaction block (TimescaleDB refuses otherwise).
+        cursor.execute("CALL refresh_continuous_aggregate(%s, %s, %s)", [relation, start, end])
+    return True
+
+
+def refresh_all(start: datetime | None, end: datetime | None) -> None:
+    """Refresh every continuous aggregate over [start, end), sources before what is built on them."""
+    for rollup in aggregates():
+        refresh(rollup.relation, start, end)
+
+
+# Refreshes that failed after a committed write, since the process started (the events are
+# stored; the refresh policy materializes them on its next run).
+refresh_failures = 0
+
+
+def _refresh_failed(exc: Exception) -> int:
+    global refresh_failures
+    refresh_failures += 1
+    logger.warning("Refreshing the rollups after a write failed (%s failures so far; the refresh "
+                   "policy will catch up): %s", refresh_failures, exc)
+    return 0
+
+
+def refresh_after_write(times: Iterable[datetime]) -> int:
+    """Re-materialize the buckets a write touched below each aggregate's watermark.
+
+    Real-time aggregates compute buckets above the watermark from the raw table on every
+    query, so fresh data needs nothing. A late event (clients buffer and retry) lands in a
+    bucket that is already materialized, where the policy would only pick it up on its next
+    run; refreshing exactly those buckets now makes it visible at once. Returns how many
+    refresh calls were made (0 on databases without continuous aggregates).
+
+    A failure here (the database went away after the commit) never fails the write that
+    was committed: it is logged and counted in `refresh_failures`.
+    """
+    try:
+        if not db.rollups_are_continuous():
+            return 0
+        times = list(times)
+        if connection.in_atomic_block:
+            # refresh_continuous_aggregate can't run inside a transaction: wait for the commit.
+            transaction.on_commit(lambda: _refresh_buckets_safely(times))
+            return 0
+        return _refresh_buckets(times)
+    except DatabaseError as exc:
+        return _refresh_failed(exc)
+
+
+def _refresh_buckets_safely(times: list[datetime]) -> int:
+    try:
+        return _refresh_buckets(times)
+    except DatabaseError as exc:
+        return _refresh_failed(exc)
+
+
+def _refresh_buckets(times: list[datetime]) -> int:
+    if not times:
+        return 0
+    earliest = min(times)
+    calls = 0
+    # One round trip for every watermark: this runs after every ingest batch.
+    marks = watermarks(rollup.relation for rollup in aggregates())
+    # Catalogue order: a hierarchical aggregate comes after its source, so it re-reads buckets
+    # the source has just re-materialized.
+    for rollup in aggregates():
+        mark = marks[rollup.relation]
+        if mark is None or earliest >= mark:
+            continue  # the common case: nothing written below what is materialized
+        stale = sorted({(t - EPOCH) // rollup.width for t in times if t < mark})
+        for lo, hi in _runs(stale):
+            _refresh_waiting(rollup.relation, EPOCH + lo * rollup.width, EPOCH + (hi + 1) * rollup.width)
+            calls += 1
+    return calls
+
+
+LOCK_NOT_AVAILABLE = "55P03"
+
+
+def _refresh_waiting(relation: str, start: datetime, end: datetime, *, attempts: int = 6) -> None:
+    """refresh(), waiting out a refresh policy that is running on the same aggregate.
+
+    TimescaleDB refuses a second concurrent refresh ("could not refresh ... due to a concurrent
+    refresh"). The events are stored by then, so this must never fail the write: wait up to
+    about 3 s, then leave the buckets to the next policy run (the invalidation log keeps them).
+    """
+    for attempt in range(attempts):
+        try:
+            refresh(relation, start, end)
+            return
+        except OperationalError as exc:
+            if getattr(exc.__cause__, "pgcode", None) != LOCK_NOT_AVAILABLE:
+                raise
+            if attempt == attempts - 1:
+                logger.warning("%s: a concurrent refresh held the aggregate; [%s, %s) waits for the policy.",
+                               relation, start, end)
+                return
+            time.sleep(0.05 * 2 ** attempt)
+
+
+def _runs(sorted_ints: list[int]) -> list[tuple[int, int]]:
+    """Contiguous runs of sorted integers as (first, last) pairs: [1,2,3,7] -> [(1,3),(7,7)]."""
+    runs: list[tuple[int, int]] = []
+    for value in sorted_ints:
+        if runs and runs[-1][1] == value - 1:
+            runs[-1] = (runs[-1][0], value)
+        else:
+            runs.append((value, value))
+    return runs
+
+
+# --- The range planner -----------------------------------------------------------------------
+
+Piece = tuple[type, "datetime | None", "datetime | None"]
+
+
+def plan(filters: dict, family: Family = COUNTS) -> tuple[list[Piece], list[Q]] | None:
+    """Pieces that cover [start, end) exactly: rollup ranges (model, lo, hi) and raw edges.
+
+    Whole days come from the daily rollup, the whole hours around them from the hourly one,
+    and the partial hours at the edges of an unaligned range from the raw table, so the sum
+    over the pieces equals a scan of the raw table. None when not one whole hour fits.
+    """
+    start, end = filters.get("start"), filters.get("end")
+    try:
+        hour_lo = ceil(start, HOUR) if start is not None else None
+        hour_hi = floor(end, HOUR) if end is not None else None
+        day_lo = ceil(start, DAY) if start is not None else None
+        day_hi = floor(end, DAY) if end is not None else None
+    except OverflowError:
+        return None  # a range at the very end of the calendar: the raw table answers it
+    if hour_lo is not None and hour_hi is not None and hour_lo >= hour_hi:
+        return None
+    hourly, daily = family.hourly.model, family.daily.model
+    mark = cutoff(family.daily.relation)
+    if mark is not None:
+        # Days past the daily aggregate's watermark would be aggregated from raw events at
+        # query time (real-time aggregation): read them from the hourly one instead.
+        day_hi = mark if day_hi is None else min(day_hi, mark)
+    use_days = (day_hi is None or day_lo is None or day_lo < day_hi) and day_hi != NOTHING_MATERIALIZED
+    if not use_days:
+        pieces = [(hourly, hour_lo, hour_hi)]
+    else:
+        # A month is read as 30 daily rows per series instead of 720 hourly ones.
+        pieces = [(daily, day_lo, day_hi)]
+        if hour_lo is not None and hour_lo < day_lo:
+            pieces.append((hourly, hour_lo, day_lo))
+        if day_hi is not None and (hour_hi is None or day_hi < hour_hi):
+            pieces.append((hourly, day_hi, hour_hi))
+    edges = []
+    if start is not None and start < hour_lo:
+        edges.append(Q(time__gte=start, time__lt=hour_lo))
+    if end is not None and hour_hi < end:
+        edges.append(Q(time__gte=hour_hi, time__lt=end))
+    return pieces, edges
+
+
+def bucket_plan(
+    width: timedelta, start: datetime, end: datetime, family: Family = COUNTS,
+) -> list[tuple[type, datetime, datetime, bool]]:
+    """Pieces (model, lo, hi, regroup) that give every bucket of `width` in [start, end).
+
+    `start` and `end` are bucket starts. Hours come from the hourly rollup; days from the daily
+    one up to its watermark and from the hourly one, regrouped by day (`regroup`), past it.
+    """
+    if width == HOUR:
+        return [(family.hourly.model, start, end, False)]
+    mark = cutoff(family.daily.relation)
+    if mark is None or mark >= end:
+        return [(family.daily.model, start, end, False)]
+    mark = max(floor(mark, DAY), start)
+    pieces = [(family.daily.model, start, mark, False)] if start < mark else []
+    return pieces + [(family.hourly.model, mark, end, True)]
