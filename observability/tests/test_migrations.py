@@ -60,7 +60,7 @@ class MigrationTests(ApiTransactionTestCase):
             return {info.name for info in connection.introspection.get_table_list(cursor)}
 
 
-class SqliteSchemaTests(TransactionTestCase):
+class SqliteSchemaTests(ApiTransactionTestCase):
     def test_the_plain_sqlite3_module_reads_and_writes_every_relation(self):
         if connection.vendor != "sqlite":
             self.skipTest(f"checks the SQLite schema ({db.describe()} is not SQLite)")

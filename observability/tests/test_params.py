@@ -111,7 +111,8 @@ class UnknownParameterTests(ApiTestCase):
         response = bare(factory.get("/", {"with_p95": "false"}))
         self.assertEqual(response.status_code, 400)
         self.assertEqual(response.data["with_p95"], ["Unknown parameter."])
-        self.assertEqual(declared(factory.get("/", {"with_p95": "false"})).data, {"with_p95": False})
+        self.assertEqual(declared(factory.get("/", {"with_p95": "false"})).data,
+                         {"with_p95": False, "precision": "exact"})
         self.assertEqual(declared(factory.get("/", {"page": "2"})).status_code, 400)
 
 
