@@ -132,6 +132,17 @@ APM_TIMESCALE = env_str("APM_TIMESCALE", "auto")
 if APM_TIMESCALE not in {"auto", "off", "require"}:
     raise ImproperlyConfigured("APM_TIMESCALE must be one of auto, off, require.")
 
+# --- Running it for months (observability/retention.py, README "Running it for months") ------
+# Days each tier keeps; 0 keeps it forever (the default, so fixed-date data never expires).
+# On PostgreSQL without TimescaleDB and on SQLite the rollups are views over the raw table, so
+# every tier follows APM_RETENTION_RAW_DAYS there.
+APM_RETENTION_RAW_DAYS = env_int("APM_RETENTION_RAW_DAYS", 0)
+APM_RETENTION_FINE_DAYS = env_int("APM_RETENTION_FINE_DAYS", 0)
+APM_RETENTION_HOURLY_DAYS = env_int("APM_RETENTION_HOURLY_DAYS", 0)
+APM_RETENTION_DAILY_DAYS = env_int("APM_RETENTION_DAILY_DAYS", 0)
+# TimescaleDB: raw chunks older than this many days go to the columnstore; 0 turns it off.
+APM_COMPRESS_AFTER_DAYS = env_int("APM_COMPRESS_AFTER_DAYS", 7)
+
 TEST_RUNNER = "apm_platform.test_runner.ReportingTestRunner"
 
 LOGGING = {

@@ -10,23 +10,26 @@ and written with COPY on PostgreSQL.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 import sys
+import time as time_module
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import msgspec
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 
-from observability import db
+from observability import db, retention
 from observability.models import METHODS, ApiRequest
 
 # Column order of the COPY and of the tuples the validator returns.
 COLUMNS = ("time", "service", "endpoint", "method", "status_code", "latency_ms", "trace_id", "user_ref")
 MAX_REPORTED_ERRORS = 100
+logger = logging.getLogger(__name__)
 
 REQUIRED = "This field is required."
 NOT_NULL = "This field may not be null."
@@ -354,8 +357,11 @@ def ingest_events(events: list, *, strict: bool, escape: bool = True) -> IngestR
     result = IngestResult()
     write = 0
     plain = not escape
+    horizon = retention.raw_horizon()
     for index, event in enumerate(events):
         row = validate_event(event, plain=plain)
+        if horizon is not None and type(row) is tuple and row[0] < horizon:
+            row = {"time": [retention.too_old(row[0], horizon)]}
         if type(row) is tuple:
             events[write] = row
             write += 1
@@ -505,7 +511,22 @@ def refresh_rollup(relation: str, start: datetime | None, end: datetime | None) 
         raise ValueError(f"Unknown rollup {relation!r}.")
     if not db.is_continuous_aggregate(relation):
         return False
-    with connection.cursor() as cursor:
-        # Must run outside a transaction block (TimescaleDB refuses otherwise).
-        cursor.execute("CALL refresh_continuous_aggregate(%s, %s, %s)", [relation, start, end])
+    # Never over dropped raw chunks: that would erase the buckets the rollup still keeps.
+    start = retention.bound_refresh_start(start)
+    if end is not None and start is not None and start >= end:
+        return True
+    for attempt in range(3):
+        try:
+            with connection.cursor() as cursor:
+                # Must run outside a transaction block (TimescaleDB refuses otherwise).
+                cursor.execute("CALL refresh_continuous_aggregate(%s, %s, %s)", [relation, start, end])
+            return True
+        except OperationalError as exc:
+            # A policy job refreshing the same window right now: wait a little and retry; if it
+            # is still busy, that run or the next one materializes our invalidated buckets.
+            if "concurrent refresh" not in str(exc):
+                raise
+            time_module.sleep(0.2 * (attempt + 1))
+    logger.warning("refresh of %s over [%s, %s) left to its policy: a concurrent refresh held it",
+                   relation, start, end)
     return True

@@ -6,7 +6,7 @@ so a single POST and a bulk ingest accept and reject exactly the same input.
 
 from rest_framework import serializers
 
-from observability import analytics, ingest
+from observability import analytics, ingest, retention
 from observability.models import ApiRequest
 
 
@@ -18,6 +18,8 @@ class ApiRequestSerializer(serializers.ModelSerializer):
 
     def to_internal_value(self, data):
         cleaned, errors = ingest.validate_fields(data, partial=self.partial)
+        if "time" in cleaned and (message := retention.too_old(cleaned["time"], retention.raw_horizon())):
+            errors["time"] = [message]
         if errors:
             raise serializers.ValidationError(errors)
         return cleaned

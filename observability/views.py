@@ -7,7 +7,7 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from observability import analytics, db, ingest
+from observability import analytics, db, ingest, retention
 from observability.filters import ApiRequestFilter, RollupFilter
 from observability.models import ApiRequest
 from observability.serializers import (
@@ -92,6 +92,8 @@ class ApiRequestViewSet(viewsets.ModelViewSet):
         """Hits, errors, error rate and latency (avg, max, exact p95) over the filtered events."""
         params = query_params(KpiParamSerializer, request)
         filterset = _filterset(ApiRequestFilter, request, ApiRequest.objects.all())
+        retention.require_raw_events(filters=filterset.form.cleaned_data, used_filters=filterset.used_filters(),
+                                     with_p95=params["with_p95"] or params.get("sort") == "p95_latency_ms")
         return Response(analytics.kpis(
             queryset=filterset.qs, filters=filterset.form.cleaned_data,
             used_filters=filterset.used_filters(), **params,
@@ -102,6 +104,8 @@ class ApiRequestViewSet(viewsets.ModelViewSet):
         """Service x endpoint series ranked by a chosen measure."""
         params = query_params(TopEndpointsParamSerializer, request)
         filterset = _filterset(ApiRequestFilter, request, ApiRequest.objects.all())
+        retention.require_raw_events(filters=filterset.form.cleaned_data, used_filters=filterset.used_filters(),
+                                     with_p95=params["with_p95"] or params.get("sort") == "p95_latency_ms")
         return Response(analytics.top_endpoints(
             queryset=filterset.qs, filters=filterset.form.cleaned_data,
             used_filters=filterset.used_filters(), **params,
