@@ -35,11 +35,15 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "django_filters",
+    "django_prometheus",
     "observability",
 ]
 
 MIDDLEWARE = [
-    # Outermost, so that every error response, Django's own included, leaves as JSON.
+    # Request counts and latency by view for /metrics; first and last so they time everything.
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    # Outermost but for the timer above, so that every error response, Django's own included,
+    # leaves as JSON.
     "apm_platform.middleware.JsonErrorMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -47,6 +51,7 @@ MIDDLEWARE = [
     # DRF views are CSRF-exempt (no session auth here); kept for any non-API view added later.
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
 ROOT_URLCONF = "apm_platform.urls"
@@ -79,6 +84,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
         "connect_timeout", env_int("DB_CONNECT_TIMEOUT", 5)
     )
+
+# django-prometheus's wrappers of the same backends count queries and database errors by type
+# (django_db_errors_total) for /metrics; connection.vendor stays "postgresql"/"sqlite".
+DATABASES["default"]["ENGINE"] = DATABASES["default"]["ENGINE"].replace(
+    "django.db.backends.", "django_prometheus.db.backends.", 1
+)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -2,8 +2,12 @@
 
 from django.urls import include, path
 
+from observability.metrics import metrics_view
+
 urlpatterns = [
     path("api/", include("observability.urls")),
+    # Prometheus scrape target (README "Running it for months": who may read it).
+    path("metrics", metrics_view, name="metrics"),
 ]
 
 # Only used with DEBUG off; JsonErrorMiddleware covers DEBUG on as well.

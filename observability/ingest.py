@@ -23,7 +23,7 @@ import msgspec
 from django.conf import settings
 from django.db import OperationalError, connection, transaction
 
-from observability import db, retention
+from observability import db, metrics, retention
 from observability.models import METHODS, ApiRequest
 
 # Column order of the COPY and of the tuples the validator returns.
@@ -517,7 +517,7 @@ def refresh_rollup(relation: str, start: datetime | None, end: datetime | None) 
         return True
     for attempt in range(3):
         try:
-            with connection.cursor() as cursor:
+            with metrics.refresh_timer(relation), connection.cursor() as cursor:
                 # Must run outside a transaction block (TimescaleDB refuses otherwise).
                 cursor.execute("CALL refresh_continuous_aggregate(%s, %s, %s)", [relation, start, end])
             return True

@@ -7,7 +7,7 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from observability import analytics, db, ingest, retention
+from observability import analytics, db, ingest, metrics, retention
 from observability.filters import ApiRequestFilter, RollupFilter
 from observability.models import ApiRequest
 from observability.serializers import (
@@ -49,6 +49,7 @@ class ApiRequestViewSet(viewsets.ModelViewSet):
         ingest.refresh_after_write([when])
 
     @action(detail=False, methods=["post"])
+    @metrics.timed_ingest("/ingest/")
     def ingest(self, request):
         """Store a batch of events: all valid ones, or with ?strict=true all or nothing."""
         strict = query_params(StrictParamSerializer, request)["strict"]
@@ -63,8 +64,11 @@ class ApiRequestViewSet(viewsets.ModelViewSet):
             events = ingest.parse_batch(raw)
         except ingest.BatchError as exc:
             return Response({"detail": exc.detail}, status=exc.status)
+        nbytes = len(raw)
         del raw  # the decoded events are all that is needed from here on
         result = ingest.ingest_events(events, strict=strict, escape=escape)
+        metrics.record_ingest(endpoint="/ingest/", accepted=result.inserted,
+                              rejected=len(events) + result.rejected - result.inserted, nbytes=nbytes)
         if strict:
             code = status.HTTP_400_BAD_REQUEST if result.rejected else status.HTTP_201_CREATED
         else:
