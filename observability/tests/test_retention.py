@@ -2,11 +2,12 @@
 outlive the raw chunks (also when late events land in compressed chunks)."""
 
 import io
+import threading
 from datetime import UTC, datetime, timedelta
 
 from django.core.management import call_command
 from django.db import connection
-from django.test import SimpleTestCase, TestCase, override_settings
+from django.test import SimpleTestCase, TestCase, TransactionTestCase, override_settings
 
 from observability import db, ingest, retention
 from observability.models import ApiRequest
@@ -270,3 +271,39 @@ class TimescaleRetentionTests(ApiTransactionTestCase):
             self.assertEqual(sum(r[4] for r in rows), expected_errors)
             daily = [r for r in _rollup_rows("apirequest_daily") if r[1] == "late"]
             self.assertEqual(sum(r[3] for r in daily), 49)
+
+
+class PruneUnderConcurrentIngestTests(TransactionTestCase):
+    """Real concurrency (PostgreSQL): an ingest thread keeps writing while prune deletes."""
+
+    def test_nothing_inside_the_retention_is_lost_while_a_thread_ingests(self):
+        if connection.vendor != "postgresql":
+            self.skipTest("threads sharing one SQLite file serialize anyway; interleaving is tested above")
+        now = datetime.now(UTC).replace(microsecond=0)
+        store(make_events(2000, start=now - 60 * DAY, span=20 * DAY, seed=8))
+        stop = threading.Event()
+        sent = []
+
+        def keep_ingesting():
+            from django.db import connections
+            try:
+                seed = 100
+                while not stop.is_set() or not sent:
+                    batch = make_events(50, start=now - 30 * DAY + HOUR, span=29 * DAY, seed=seed)
+                    result = ingest.ingest_events(batch, strict=True)
+                    sent.append(result.inserted)
+                    seed += 1
+            finally:
+                connections.close_all()
+
+        thread = threading.Thread(target=keep_ingesting)
+        thread.start()
+        try:
+            deleted, batches = retention.prune_raw(cutoff=now - 30 * DAY, batch_size=100)
+        finally:
+            stop.set()
+            thread.join(timeout=60)
+        self.assertEqual((deleted, batches), (2000, 20))
+        self.assertFalse(ApiRequest.objects.filter(time__lt=now - 30 * DAY).exists())
+        self.assertEqual(ApiRequest.objects.count(), sum(sent))
+        self.assertGreater(len(sent), 1)
