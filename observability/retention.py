@@ -206,14 +206,6 @@ def _refresh_policy(agg: Aggregate, raw_days: int, connection) -> str:
         cursor.execute("SELECT schedule_interval FROM timescaledb_information.jobs WHERE job_id = %s", [job])
         (schedule,) = cursor.fetchone()
         end_offset = config.get("end_offset")
-        if raw_days:
-            cursor.execute("SELECT make_interval(days => %s) - %s::interval >= 2 * %s::interval",
-                           [raw_days, end_offset, agg.width])
-            if not cursor.fetchone()[0]:
-                raise PolicyError(
-                    f"APM_RETENTION_RAW_DAYS={raw_days} is too short for {agg.view}: its refresh window "
-                    f"must span two buckets after its end offset ({end_offset})."
-                )
         cursor.execute("SELECT remove_continuous_aggregate_policy(%s, if_exists => true)", [agg.view])
         cursor.execute(
             "SELECT add_continuous_aggregate_policy(%s,"
@@ -224,10 +216,27 @@ def _refresh_policy(agg: Aggregate, raw_days: int, connection) -> str:
     return f"refresh from -{raw_days} d" if raw_days else "refresh all history"
 
 
+def _check_refresh_window(agg: Aggregate, raw_days: int, connection) -> None:
+    # TimescaleDB wants a policy's window to span at least two buckets.
+    jobs = _jobs(agg.view, "policy_refresh_continuous_aggregate", connection)
+    if not raw_days or not jobs:
+        return
+    end_offset = jobs[0][1].get("end_offset")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT make_interval(days => %s) - %s::interval >= 2 * %s::interval",
+                       [raw_days, end_offset, agg.width])
+        if not cursor.fetchone()[0]:
+            raise PolicyError(
+                f"APM_RETENTION_RAW_DAYS={raw_days} is too short for {agg.view}: its refresh window "
+                f"must span two buckets after its end offset ({end_offset})."
+            )
+
+
 def apply_policies(connection=default_connection) -> list[str]:
     """Make the TimescaleDB policies match the settings; idempotent. One line per relation.
 
-    Nothing to do (an empty list) where the raw table is not a hypertable.
+    Settings are checked before anything changes, so a refused setting leaves the policies as
+    they were. Nothing to do (an empty list) where the raw table is not a hypertable.
     """
     if not db.is_hypertable(RAW, connection):
         return []
@@ -242,6 +251,7 @@ def apply_policies(connection=default_connection) -> list[str]:
                 f"{agg.view} would be rebuilt from raw events it has already dropped. Keep a rollup tier "
                 "at least as long as the raw events (or 0 for forever)."
             )
+        _check_refresh_window(agg, raw_days, connection)
     lines = []
     parts = [_retention(RAW, raw_days, connection)]
     if compress_days and not _raw_compression_enabled(connection):
@@ -317,10 +327,10 @@ def prune_raw(*, cutoff: datetime, batch_size: int = 10_000, pause: float = 0.0,
 # --- What reads may rely on --------------------------------------------------------------------
 
 
-def raw_kept_since(connection=default_connection) -> datetime | None:
+def raw_kept_since(connection=default_connection, *, hypertable: bool | None = None) -> datetime | None:
     """TimescaleDB: the start of the oldest raw chunk still kept (chunks are dropped whole, so
     raw events from here on are complete). None where rows are deleted instead."""
-    if not db.is_hypertable(RAW, connection):
+    if not (db.is_hypertable(RAW, connection) if hypertable is None else hypertable):
         return None
     with connection.cursor() as cursor:
         cursor.execute("SELECT min(range_start) FROM timescaledb_information.chunks"
@@ -338,7 +348,7 @@ def raw_missing_before(start: datetime | None, connection=default_connection) ->
     """
     if not db.rollups_are_continuous(connection):
         return None
-    kept = raw_kept_since(connection)
+    kept = raw_kept_since(connection, hypertable=True)  # continuous aggregates sit on a hypertable
     if kept is None or (start is not None and start >= kept):
         return None
     for agg in continuous_aggregates(connection):

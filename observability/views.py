@@ -97,7 +97,8 @@ class ApiRequestViewSet(viewsets.ModelViewSet):
         params = query_params(KpiParamSerializer, request)
         filterset = _filterset(ApiRequestFilter, request, ApiRequest.objects.all())
         retention.require_raw_events(filters=filterset.form.cleaned_data, used_filters=filterset.used_filters(),
-                                     with_p95=params["with_p95"] or params.get("sort") == "p95_latency_ms")
+                                     with_p95=params["with_p95"] or params.get("sort") == "p95_latency_ms",
+                                     precision=params.get("precision", "exact"))
         return Response(analytics.kpis(
             queryset=filterset.qs, filters=filterset.form.cleaned_data,
             used_filters=filterset.used_filters(), **params,
@@ -109,7 +110,8 @@ class ApiRequestViewSet(viewsets.ModelViewSet):
         params = query_params(TopEndpointsParamSerializer, request)
         filterset = _filterset(ApiRequestFilter, request, ApiRequest.objects.all())
         retention.require_raw_events(filters=filterset.form.cleaned_data, used_filters=filterset.used_filters(),
-                                     with_p95=params["with_p95"] or params.get("sort") == "p95_latency_ms")
+                                     with_p95=params["with_p95"] or params.get("sort") == "p95_latency_ms",
+                                     precision=params.get("precision", "exact"))
         return Response(analytics.top_endpoints(
             queryset=filterset.qs, filters=filterset.form.cleaned_data,
             used_filters=filterset.used_filters(), **params,
