@@ -4,14 +4,29 @@ import json
 import os
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 
 from django.test import SimpleTestCase
 from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.support import Gunicorn
+from observability import db, ingest
+from observability.models import ApiRequest
+from observability.tests.test_retention import store
 from observability.tests.test_server import manage
-from observability.tests.utils import ApiTestCase, api_key_headers, make_event, make_events, post_ingest
+from observability.tests.utils import (
+    BASE_TIME,
+    ApiTestCase,
+    ApiTransactionTestCase,
+    api_key_headers,
+    make_event,
+    make_events,
+    post_ingest,
+    skip_unless_timescale,
+)
+
+ROLLUPS = ("apirequest_hourly", "apirequest_daily")
 
 
 def samples(text: str) -> dict:
@@ -69,6 +84,30 @@ class MetricsEndpointTests(ApiTestCase):
 
     def test_only_get_and_head_are_answered(self):
         self.assertEqual(self.client.post("/metrics").status_code, 405)
+
+
+class RollupLagTests(ApiTransactionTestCase):
+    def setUp(self):
+        skip_unless_timescale(self, "apm_rollup_lag_seconds reads continuous aggregates' watermarks")
+
+    def tearDown(self):
+        ApiRequest.objects.all().delete()
+        for relation in ROLLUPS:
+            ingest.refresh_rollup(relation, None, None)
+
+    def test_rollup_lag_is_now_minus_each_watermark(self):
+        store(make_events(50, start=BASE_TIME))
+        for relation in ROLLUPS:
+            ingest.refresh_rollup(relation, None, None)  # materializes up to the data's last bucket
+        response = self.client.get("/metrics")
+        now = datetime.now(UTC)
+        parsed = samples(response.content.decode())
+        for relation in ROLLUPS:
+            watermark = db.cagg_watermark(relation)
+            self.assertIsNotNone(watermark)
+            lag = parsed[("apm_rollup_lag_seconds", (("relation", relation),))]
+            self.assertAlmostEqual(lag, (now - watermark).total_seconds(), delta=5)
+            self.assertGreater(lag, 200 * 86400)  # BASE_TIME is months ago
 
 
 class MetricsAcrossWorkersTests(SimpleTestCase):
