@@ -15,6 +15,7 @@ from observability.tests.utils import (
     ApiTestCase,
     ApiTransactionTestCase,
     floor_to,
+    iso,
     make_event,
     make_events,
     post_ingest,
@@ -231,6 +232,16 @@ class TimescaleRetentionTests(ApiTransactionTestCase):
             response = self.client.get(kpi_url.replace("with_p95=false", "with_p95=true"))
             self.assertEqual(response.status_code, 400)
             self.assertIn("Raw events before", response.json()["detail"])
+            # A filter the rollups don't have, or a start that is not a whole hour: raw needed, 400.
+            self.assertEqual(self.client.get(kpi_url + "&method=GET").status_code, 400)
+            top_url = kpi_url.replace("/kpis/", "/top-endpoints/").replace("&with_p95=false", "&limit=1000")
+            response = self.client.get(top_url)
+            self.assertEqual(response.status_code, 200)
+            self.assertEqual(sum(row["hits"] for row in response.json()["results"]), len(old))
+            old_start = iso(self.now - 60 * DAY)
+            unaligned = top_url.replace(old_start, iso(self.now - 60 * DAY + HOUR / 2))
+            self.assertNotEqual(unaligned, top_url)
+            self.assertEqual(self.client.get(unaligned).status_code, 400)
             # ...and the same window with a start inside the raw retention is answered.
             inside = (f"/api/requests/kpis/?start={(self.now - 20 * DAY).isoformat()}").replace("+00:00", "Z")
             self.assertEqual(self.client.get(inside).status_code, 200)

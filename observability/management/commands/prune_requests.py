@@ -11,7 +11,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--days", type=int, default=None,
-                            help="keep this many days instead of APM_RETENTION_RAW_DAYS (0: keep everything)")
+                            help="without TimescaleDB: keep this many days instead of APM_RETENTION_RAW_DAYS")
         parser.add_argument("--batch-size", type=int, default=10_000, help="rows per DELETE (default 10000)")
         parser.add_argument("--pause", type=float, default=0.0, help="seconds to sleep between batches")
 
