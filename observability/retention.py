@@ -357,7 +357,10 @@ def raw_missing_before(start: datetime | None, connection=default_connection) ->
         with connection.cursor() as cursor:
             # Names from TimescaleDB's catalogue, quoted; the bucket index serves the range.
             # A bucket counts when it ends after `start`.
-            after = None if start is None else start - agg.width
+            try:
+                after = None if start is None else start - agg.width
+            except OverflowError:  # a start at the very beginning of the calendar
+                after = None
             cursor.execute(
                 f"SELECT EXISTS (SELECT 1 FROM {table} WHERE {column} < %s"
                 f" AND (%s::timestamptz IS NULL OR {column} > %s))",
@@ -384,11 +387,11 @@ def require_raw_events(*, filters: dict, used_filters: set[str], with_p95: bool,
     from observability import analytics  # the read path's own rule for what rollups answer
 
     start = filters.get("start")
-    needs_raw = (
-        (with_p95 and precision == "exact")
-        or not analytics.can_use_rollup(used_filters)
-        or (start is not None and start != analytics._floor(start, HOUR))
-    )
+    try:
+        unaligned = start is not None and start != analytics._floor(start, HOUR)
+    except OverflowError:
+        unaligned = True
+    needs_raw = (with_p95 and precision == "exact") or not analytics.can_use_rollup(used_filters) or unaligned
     if not needs_raw:
         return
     kept = raw_missing_before(start, connection)
