@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
+from django.db import DatabaseError, transaction
 from django.db import connection as default_connection
-from django.db import transaction
 from rest_framework.exceptions import APIException
 
 from observability import db
@@ -280,6 +280,29 @@ def apply_policies(connection=default_connection) -> list[str]:
     return lines
 
 
+def _run_job(job: int, connection, attempts: int = 4) -> None:
+    """CALL run_job, retried while TimescaleDB's scheduler runs the same job: both would work
+    on the same chunks, and the one that loses fails ("Failed to convert N chunks")."""
+    for attempt in range(attempts):
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("CALL run_job(%s)", [job])
+            return
+        except DatabaseError:
+            if attempt == attempts - 1:
+                raise
+            deadline = _time.monotonic() + 60
+            while _time.monotonic() < deadline:
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT job_status FROM timescaledb_information.job_stats WHERE job_id = %s",
+                                   [job])
+                    row = cursor.fetchone()
+                if not row or row[0] != "Running":
+                    break
+                _time.sleep(0.5)
+            _time.sleep(0.5 * (attempt + 1))
+
+
 def run_policies_now(connection=default_connection) -> list[str]:
     """Run the retention and compression jobs of our relations now (TimescaleDB)."""
     names = [RAW, *(agg.view for agg in continuous_aggregates(connection))]
@@ -288,8 +311,7 @@ def run_policies_now(connection=default_connection) -> list[str]:
         for proc in ("policy_retention", "policy_compression"):
             for job, _ in _jobs(relation, proc, connection):
                 began = _time.monotonic()
-                with connection.cursor() as cursor:
-                    cursor.execute("CALL run_job(%s)", [job])
+                _run_job(job, connection)
                 done.append(f"{relation}: {proc} (job {job}) in {_time.monotonic() - began:.2f}s")
     return done
 

@@ -107,7 +107,6 @@ class RollupLagTests(ApiTransactionTestCase):
             self.assertIsNotNone(watermark)
             lag = parsed[("apm_rollup_lag_seconds", (("relation", relation),))]
             self.assertAlmostEqual(lag, (now - watermark).total_seconds(), delta=5)
-            self.assertGreater(lag, 200 * 86400)  # BASE_TIME is months ago
 
 
 class MetricsAcrossWorkersTests(SimpleTestCase):
