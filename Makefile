@@ -6,7 +6,7 @@ PORT ?= 8000
 COMPOSE := docker compose --env-file .env -f docker/docker-compose.yml
 VENV_PY := source scripts/bootstrap.sh &&
 
-.PHONY: run test step6 migrate install lint bench-ingest bench bench-sqlite seed up down logs key manage openapi
+.PHONY: run test step6 migrate install lint bench-ingest bench bench-sqlite bench-storage seed up down logs key manage openapi
 
 install:  ## create .venv and install the pinned requirements
 	@$(VENV_PY) true
@@ -52,6 +52,9 @@ bench-sqlite:  ## the embedded default: API on SQLite (200,000 seeded events) vs
 
 bench:  ## query benchmark: API vs plain SQL on the raw table (ARGS="-n 10000000" for 10M events)
 	@$(VENV_PY) scripts/with_postgres.sh "$$PY" scripts/bench_queries.py $(ARGS)
+
+bench-storage:  ## bytes/event and query times before/after the columnstore (TimescaleDB; ARGS="-n 10000000")
+	@$(VENV_PY) scripts/with_postgres.sh "$$PY" scripts/bench_storage.py $(ARGS)
 
 seed:  ## add realistic traffic to the configured database (ARGS="--events 100000")
 	@$(VENV_PY) DJANGO_DEBUG=$${DJANGO_DEBUG:-1} "$$PY" manage.py seed_requests $(ARGS)

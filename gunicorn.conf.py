@@ -37,3 +37,36 @@ errorlog = "-"
 loglevel = os.environ.get("GUNICORN_LOGLEVEL") or "info"
 # /dev/shm keeps the worker heartbeat off a possibly slow container disk.
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
+
+# --- Prometheus multiprocess mode (/metrics counts every worker; observability/metrics.py) -----
+# Each worker writes its metrics to files in this directory and a scrape sums them. It must be
+# set before a worker imports prometheus_client, hence here. Unset: a fresh directory per server
+# (so two servers on one machine never mix their counts), removed when the server stops.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    import tempfile
+
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="apm-prometheus-", dir=worker_tmp_dir)
+    os.environ["APM_PROMETHEUS_DIR_OWNED"] = "1"  # survives a config reload (HUP)
+
+
+def on_starting(server):
+    """Start from zero: files left by a previous run would be summed into this one's counts."""
+    directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    os.makedirs(directory, exist_ok=True)
+    for name in os.listdir(directory):
+        if name.endswith(".db"):
+            os.remove(os.path.join(directory, name))
+
+
+def child_exit(server, worker):
+    """A worker is gone: drop its live gauges (its counters stay, so totals never go down)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    if os.environ.get("APM_PROMETHEUS_DIR_OWNED") == "1":
+        import shutil
+
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)

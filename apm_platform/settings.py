@@ -39,11 +39,15 @@ INSTALLED_APPS = [
     "drf_spectacular",
     # Swagger UI and Redoc as static files: /api/docs/ and /api/redoc/ work offline.
     "drf_spectacular_sidecar",
+    "django_prometheus",
     "observability",
 ]
 
 MIDDLEWARE = [
-    # Outermost, so that every error response, Django's own included, leaves as JSON.
+    # Request counts and latency by view for /metrics; first and last so they time everything.
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    # Outermost but for the timer above, so that every error response, Django's own included,
+    # leaves as JSON.
     "apm_platform.middleware.JsonErrorMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -55,6 +59,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
 ROOT_URLCONF = "apm_platform.urls"
@@ -108,6 +113,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     options.setdefault("connection_factory", dbguard.GuardedConnection)
     options.setdefault("cursor_factory", dbguard.GuardedCursor)
     dbguard.DEFAULT_TIMEOUT = float(DB_QUERY_TIMEOUT or 10)
+
+# django-prometheus's wrappers of the same backends count queries and database errors by type
+# (django_db_errors_total) for /metrics; connection.vendor stays "postgresql"/"sqlite".
+DATABASES["default"]["ENGINE"] = DATABASES["default"]["ENGINE"].replace(
+    "django.db.backends.", "django_prometheus.db.backends.", 1
+)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -218,6 +229,16 @@ if APM_INGEST_RATE_LIMIT and APM_INGEST_RATE_BURST < APM_INGEST_MAX_EVENTS:
         f"APM_INGEST_RATE_BURST must be at least APM_INGEST_MAX_EVENTS ({APM_INGEST_MAX_EVENTS}), "
         "or a full batch could never be accepted."
     )
+# --- Running it for months (observability/retention.py, README "Running it for months") ------
+# Days each tier keeps; 0 keeps it forever (the default, so fixed-date data never expires).
+# On PostgreSQL without TimescaleDB and on SQLite the rollups are views over the raw table, so
+# every tier follows APM_RETENTION_RAW_DAYS there.
+APM_RETENTION_RAW_DAYS = env_int("APM_RETENTION_RAW_DAYS", 0)
+APM_RETENTION_FINE_DAYS = env_int("APM_RETENTION_FINE_DAYS", 0)
+APM_RETENTION_HOURLY_DAYS = env_int("APM_RETENTION_HOURLY_DAYS", 0)
+APM_RETENTION_DAILY_DAYS = env_int("APM_RETENTION_DAILY_DAYS", 0)
+# TimescaleDB: raw chunks older than this many days go to the columnstore; 0 turns it off.
+APM_COMPRESS_AFTER_DAYS = env_int("APM_COMPRESS_AFTER_DAYS", 7)
 
 TEST_RUNNER = "apm_platform.test_runner.ReportingTestRunner"
 

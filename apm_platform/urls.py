@@ -5,6 +5,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from observability.access import login_required
+from observability.metrics import metrics_view
 
 urlpatterns = [
     path("api/", include("observability.urls")),
@@ -18,6 +19,8 @@ urlpatterns = [
     # Only login and logout: the password-reset views would need mail and more templates.
     path("accounts/login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    # Prometheus scrape target (README "Running it for months": who may read it).
+    path("metrics", metrics_view, name="metrics"),
 ]
 
 # Only used with DEBUG off; JsonErrorMiddleware covers DEBUG on as well.

@@ -1,5 +1,6 @@
 #!/bin/sh
-# Container start: wait for the database (bounded), migrate, collect static files, then start
+# Container start: wait for the database (bounded), migrate, apply the retention policies,
+# collect static files, then start
 # gunicorn apm_platform.wsgi:application (or the command given, for
 # `docker compose run web python manage.py ...`).
 set -eu
@@ -10,6 +11,11 @@ python manage.py wait_for_db --timeout "${DB_WAIT_TIMEOUT:-60}"
 
 echo "entrypoint: migrate"
 python manage.py migrate --noinput
+
+# Retention and columnstore policies follow the environment, so they are applied at every
+# start (idempotent), not frozen in a migration.
+echo "entrypoint: apply_policies"
+python manage.py apply_policies
 
 echo "entrypoint: collectstatic"
 python manage.py collectstatic --noinput -v 0

@@ -21,7 +21,7 @@ import msgspec
 from django.conf import settings
 from django.db import connection, transaction
 
-from observability import rollups
+from observability import retention, rollups
 from observability.models import METHODS, ApiRequest
 
 # Column order of the COPY and of the tuples the validator returns.
@@ -759,11 +759,16 @@ def ingest_events(events: list, *, strict: bool, escape: bool = True) -> IngestR
     write = 0
     plain = not escape
     horizon = time_horizon()
+    # Events older than the raw retention would be dropped by the next policy run (and a
+    # refresh over them would erase rollup buckets): each is that event's error.
+    too_old_before = retention.raw_horizon()
     pending = _PENDING
     for index, event in enumerate(events):
         if type(event) in pending:
             event = decode_event(event)
         row = validate_event(event, plain=plain, horizon=horizon)
+        if too_old_before is not None and type(row) is tuple and row[0] < too_old_before:
+            row = {"time": [retention.too_old(row[0], too_old_before)]}
         if type(row) is tuple:
             events[write] = row
             write += 1

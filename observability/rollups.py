@@ -19,7 +19,7 @@ from django.db import DatabaseError, OperationalError, connection, transaction
 from django.db.models import Case, DateTimeField, F, FloatField, Func, IntegerField, Q, Value, When
 from django.db.models.functions import Cast, Floor, Least, Ln
 
-from observability import db
+from observability import db, metrics, retention
 from observability.models import (
     ApiRequest,
     ApiRequestDaily,
@@ -248,7 +248,11 @@ def refresh(relation: str, start: datetime | None, end: datetime | None) -> bool
         raise ValueError(f"Unknown rollup {relation!r}.")
     if not db.is_continuous_aggregate(relation):
         return False
-    with connection.cursor() as cursor:
+    # Never over dropped raw chunks: that would erase the buckets the rollup still keeps.
+    start = retention.bound_refresh_start(start)
+    if end is not None and start is not None and start >= end:
+        return True
+    with metrics.refresh_timer(relation), connection.cursor() as cursor:
         # Must run outside a transaction block (TimescaleDB refuses otherwise).
         cursor.execute("CALL refresh_continuous_aggregate(%s, %s, %s)", [relation, start, end])
     return True

@@ -9,7 +9,7 @@ from datetime import UTC
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from observability import analytics, ingest
+from observability import analytics, ingest, retention
 from observability.models import METHODS, ApiRequest
 
 # The event contract's bounds (API.md "The event"), given to the schema; ingest.py enforces them.
@@ -69,6 +69,8 @@ class ApiRequestSerializer(serializers.ModelSerializer):
 
     def to_internal_value(self, data):
         cleaned, errors = ingest.validate_fields(data, partial=self.partial)
+        if "time" in cleaned and (message := retention.too_old(cleaned["time"], retention.raw_horizon())):
+            errors["time"] = [message]
         if errors:
             raise serializers.ValidationError(errors)
         return cleaned

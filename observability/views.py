@@ -13,7 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apm_platform.parsers import EventJSONParser, UnreadBodyParser
-from observability import access, analytics, db, ingest, rollups
+from observability import access, analytics, db, ingest, metrics, retention, rollups
 from observability.filters import ApiRequestFilter, RollupFilter
 from observability.models import ApiRequest
 from observability.params import StrictQueryParamsMixin
@@ -90,6 +90,7 @@ class ApiRequestViewSet(StrictQueryParamsMixin, viewsets.ModelViewSet):
     # UnreadBodyParser: read_body reads the stream itself, also after a session's CSRF check.
     @action(detail=False, methods=["post"], query_serializer=StrictParamSerializer, required_scope="ingest",
             parser_classes=[UnreadBodyParser])
+    @metrics.timed_ingest("/ingest/")
     def ingest(self, request):
         """Store a batch of events: all valid ones, or with ?strict=true all or nothing."""
         strict = self.query_params()["strict"]
@@ -100,9 +101,12 @@ class ApiRequestViewSet(StrictQueryParamsMixin, viewsets.ModelViewSet):
             events = ingest.parse_batch(raw)
         except ingest.BatchError as exc:
             return Response({"detail": exc.detail}, status=exc.status)
+        nbytes = len(raw)
         del raw  # the decoded events are all that is needed from here on
         access.charge_ingest(request, len(events))  # 429 before anything is stored
         result = ingest.ingest_events(events, strict=strict, escape=escape)
+        metrics.record_ingest(endpoint="/ingest/", accepted=result.inserted,
+                              rejected=len(events) - result.inserted, nbytes=nbytes)
         if strict:
             code = status.HTTP_400_BAD_REQUEST if result.rejected else status.HTTP_201_CREATED
         else:
@@ -134,6 +138,9 @@ class ApiRequestViewSet(StrictQueryParamsMixin, viewsets.ModelViewSet):
         """Hits, errors, error rate and latency (avg, max, p50/p90/p95/p99) over the filtered events."""
         params = self.query_params()
         filterset = _filterset(ApiRequestFilter, request, ApiRequest.objects.all())
+        retention.require_raw_events(filters=filterset.form.cleaned_data, used_filters=filterset.used_filters(),
+                                     with_p95=params["with_p95"] or params.get("sort") == "p95_latency_ms",
+                                     precision=params.get("precision", "exact"))
         return Response(analytics.kpis(
             queryset=filterset.qs, filters=filterset.form.cleaned_data,
             used_filters=filterset.used_filters(), **params,
@@ -146,6 +153,9 @@ class ApiRequestViewSet(StrictQueryParamsMixin, viewsets.ModelViewSet):
         """Service x endpoint series ranked by a chosen measure."""
         params = self.query_params()
         filterset = _filterset(ApiRequestFilter, request, ApiRequest.objects.all())
+        retention.require_raw_events(filters=filterset.form.cleaned_data, used_filters=filterset.used_filters(),
+                                     with_p95=params["with_p95"] or params.get("sort") == "p95_latency_ms",
+                                     precision=params.get("precision", "exact"))
         return Response(analytics.top_endpoints(
             queryset=filterset.qs, filters=filterset.form.cleaned_data,
             used_filters=filterset.used_filters(), **params,

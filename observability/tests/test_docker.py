@@ -229,6 +229,7 @@ class EntrypointTests(SimpleTestCase):
             self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
             out = result.stdout
             order = [out.index(s) for s in ("Database is up", "entrypoint: migrate", "Applying observability.0003",
+                                            "entrypoint: apply_policies", "No policies on SQLite",
                                             "entrypoint: collectstatic", "command ran")]
             self.assertEqual(order, sorted(order))
             self.assertTrue((Path(tmp) / "static" / "staticfiles.json").is_file())

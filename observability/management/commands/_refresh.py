@@ -4,7 +4,7 @@ from datetime import UTC, datetime
 
 from django.core.management.base import BaseCommand, CommandError
 
-from observability import db, rollups
+from observability import db, retention, rollups
 
 
 def parse_when(value: str) -> datetime:
@@ -19,7 +19,8 @@ class RefreshCommand(BaseCommand):
     relation = ""
 
     def add_arguments(self, parser):
-        parser.add_argument("--start", type=parse_when, help="ISO 8601; default: the earliest data")
+        parser.add_argument("--start", type=parse_when,
+                            help="ISO 8601; default: the raw retention horizon, else all history")
         parser.add_argument("--end", type=parse_when, help="ISO 8601; default: now")
 
     def handle(self, *args, start=None, end=None, **options):
@@ -34,6 +35,9 @@ class RefreshCommand(BaseCommand):
         # Only buckets that end by `end` are materialized, so the one still filling stays
         # real-time (computed from the raw table at query time).
         end = end or began
+        # Bounded by the raw retention: a window over dropped raw chunks would erase buckets
+        # (rollups.refresh bounds every refresh; here it also makes the summary line true).
+        start = retention.bound_refresh_start(start)
         # The latency histograms of the same width go with it, so percentiles stay in step.
         width = rollups.BY_RELATION[self.relation].width
         for rollup in rollups.aggregates():
