@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import prometheus_client
-from django.http import HttpResponse
+from django.http import HttpResponse, JsonResponse
 from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess
 from prometheus_client.core import GaugeMetricFamily
 
@@ -135,4 +135,7 @@ def metrics_view(request):
         return denied
     if request.method not in ("GET", "HEAD"):
         return HttpResponse(status=405, headers={"Allow": "GET, HEAD"})
+    if unknown := sorted(set(request.GET) - {"format"}):
+        # API.md: a parameter an endpoint does not know is a 400 that names it.
+        return JsonResponse({"detail": f"Unknown query parameter(s): {', '.join(unknown)}."}, status=400)
     return HttpResponse(exposition(), content_type=prometheus_client.CONTENT_TYPE_LATEST)

@@ -303,6 +303,8 @@ PLAIN_VIEWS = {
         "responses": {
             "200": {"description": "Prometheus text format 0.0.4.",
                     "content": {"text/plain": {"schema": {"type": "string"}}}},
+            "400": {"description": "An unknown query parameter (named in `detail`).",
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
             "401": {"description": ERROR_DESCRIPTIONS[401], "headers": WWW_AUTHENTICATE,
                     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
             "403": {"description": ERROR_DESCRIPTIONS[403],

@@ -103,10 +103,11 @@ class ApiRequestViewSet(StrictQueryParamsMixin, viewsets.ModelViewSet):
             return Response({"detail": exc.detail}, status=exc.status)
         nbytes = len(raw)
         del raw  # the decoded events are all that is needed from here on
-        access.charge_ingest(request, len(events))  # 429 before anything is stored
+        sent = len(events)  # ingest_events releases the events as it goes
+        access.charge_ingest(request, sent)  # 429 before anything is stored
         result = ingest.ingest_events(events, strict=strict, escape=escape)
-        metrics.record_ingest(endpoint="/ingest/", accepted=result.inserted,
-                              rejected=len(events) - result.inserted, nbytes=nbytes)
+        metrics.record_ingest(endpoint="/ingest/", accepted=result.inserted, rejected=sent - result.inserted,
+                              nbytes=nbytes)
         if strict:
             code = status.HTTP_400_BAD_REQUEST if result.rejected else status.HTTP_201_CREATED
         else:

@@ -14,12 +14,11 @@ from benchmarks.support import Gunicorn
 from observability import rollups
 from observability.models import ApiRequest
 from observability.tests.test_retention import store
-from observability.tests.test_server import manage
+from observability.tests.test_server import manage, server_key_headers
 from observability.tests.utils import (
     BASE_TIME,
     ApiTestCase,
     ApiTransactionTestCase,
-    api_key_headers,
     make_event,
     make_events,
     post_ingest,
@@ -133,7 +132,7 @@ class MetricsAcrossWorkersTests(SimpleTestCase):
         (metrics_dir / "counter_1.db").write_bytes(b"left over from a previous run")
         batches = [make_events(20 + i, seed=i) + [make_event(status_code=0)] * (i % 3) for i in range(24)]
         bodies = [json.dumps(batch).encode() for batch in batches]
-        headers = {"Content-Type": "application/json", **api_key_headers("ingest")}
+        headers = {"Content-Type": "application/json", **server_key_headers(self.env, "ingest")}
         with Gunicorn(self.env, workers=2) as server:
             self.assertFalse((metrics_dir / "counter_1.db").exists(), "stale files are removed on start")
             with ThreadPoolExecutor(max_workers=6) as pool:
@@ -143,7 +142,7 @@ class MetricsAcrossWorkersTests(SimpleTestCase):
             pids = {name.rsplit("_", 1)[1].split(".")[0] for name in os.listdir(metrics_dir)
                     if name.startswith("counter_")}
             self.assertGreaterEqual(len(pids), 2, f"both workers should have served: {sorted(pids)}")
-            status, _, text = server.request("GET", "/metrics", headers=api_key_headers("read"))
+            status, _, text = server.request("GET", "/metrics", headers=server_key_headers(self.env, "read"))
             self.assertEqual(status, 200)
         counts = ingest_counts(samples(text.decode()))
         self.assertEqual(counts["accepted"], sum(20 + i for i in range(24)))
@@ -162,3 +161,11 @@ class MetricsAccessTests(TestCase):
         self.assertEqual(self.client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {ingest_key}").status_code, 403)
         _, read_key = access.create_key(name="r", scope="read")
         self.assertEqual(self.client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {read_key}").status_code, 200)
+
+    def test_an_unknown_parameter_is_a_400_naming_it(self):
+        from observability import access
+
+        _, read_key = access.create_key(name="r", scope="read")
+        response = self.client.get("/metrics", {"nmae": "x"}, HTTP_AUTHORIZATION=f"Bearer {read_key}")
+        self.assertEqual(response.status_code, 400)
+        self.assertIn("nmae", response.json()["detail"])

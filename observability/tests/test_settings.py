@@ -103,7 +103,7 @@ class EmptyMeansUnsetTests(SimpleTestCase):
         self.assertEqual(env["DATABASE_URL"], "")
         static, engine, name, hosts, debug, rate, burst, cache, password, exempt = self.show(env)
         self.assertEqual(static, str(ROOT / "staticfiles"))  # not the working directory
-        self.assertEqual((engine, name), ("django.db.backends.sqlite3", str(ROOT / "db.sqlite3")))
+        self.assertEqual((engine, name), ("django_prometheus.db.backends.sqlite3", str(ROOT / "db.sqlite3")))
         self.assertEqual((hosts, debug, rate, burst, cache), (["localhost", "127.0.0.1"], False, 0, 10_000, 30))
         self.assertEqual(password, "")
         self.assertEqual(exempt, [r"^api/health/?$"])
