@@ -4,6 +4,9 @@ Event fields are checked by `ingest.validate_fields`, the same rules the bulk en
 so a single POST and a bulk ingest accept and reject exactly the same input.
 """
 
+from datetime import timedelta
+
+from django.utils import timezone
 from rest_framework import serializers
 
 from observability import analytics, ingest
@@ -36,6 +39,24 @@ class TopEndpointsParamSerializer(serializers.Serializer):
     order = serializers.ChoiceField(choices=("desc", "asc"), required=False, default="desc")
     limit = serializers.IntegerField(min_value=1, max_value=1000, required=False, default=10)
     with_p95 = serializers.BooleanField(required=False, default=False)
+
+
+class SeriesParamSerializer(serializers.Serializer):
+    """`/series/`: a half-open window (default: the last 24 hours) and an optional service."""
+
+    start = serializers.DateTimeField(required=False)
+    end = serializers.DateTimeField(required=False)
+    service = serializers.CharField(required=False, max_length=100)
+
+    def validate(self, attrs):
+        end = attrs.get("end") or timezone.now()
+        try:
+            start = attrs.get("start") or end - timedelta(hours=24)
+        except OverflowError:  # an end in the first day of the calendar
+            raise serializers.ValidationError({"end": ["end is too early for the default 24-hour window."]}) from None
+        if start >= end:
+            raise serializers.ValidationError({"start": ["start must be before end."]})
+        return {**attrs, "start": start, "end": end}
 
 
 def query_params(serializer_class, request) -> dict:

@@ -13,6 +13,7 @@ from observability.models import ApiRequest
 from observability.serializers import (
     ApiRequestSerializer,
     KpiParamSerializer,
+    SeriesParamSerializer,
     StrictParamSerializer,
     TopEndpointsParamSerializer,
     query_params,
@@ -106,6 +107,12 @@ class ApiRequestViewSet(viewsets.ModelViewSet):
             queryset=filterset.qs, filters=filterset.form.cleaned_data,
             used_filters=filterset.used_filters(), **params,
         ))
+
+    @action(detail=False, methods=["get"])
+    def series(self, request):
+        """The (service, endpoint) pairs with events in a window, for pickers."""
+        params = query_params(SeriesParamSerializer, request)
+        return Response(analytics.series(**params))
 
 
 class HealthView(APIView):
