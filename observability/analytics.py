@@ -8,17 +8,13 @@ columns (a continuous aggregate on TimescaleDB, a plain view elsewhere), and the
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-
 from django.db.models import Aggregate, Count, F, FloatField, Max, Q, QuerySet, Sum
 from django.db.models.functions import Cast
 
-from observability import db
+from observability import rollups
 from observability.filters import ROLLUP_FILTERS
 from observability.models import ApiRequest, ApiRequestDaily, ApiRequestHourly
 
-HOUR = timedelta(hours=1)
-DAY = timedelta(days=1)
 SORT_KEYS = ("hits", "errors", "error_rate", "avg_latency_ms", "max_latency_ms", "p95_latency_ms")
 ROLLUP_COLUMNS = ("bucket", "service", "endpoint", "hits", "errors", "avg_latency_ms",
                   "max_latency_ms", "p95_latency_ms")
@@ -77,58 +73,6 @@ def daily_queryset() -> QuerySet:
 
 
 # --- Counts: from the hourly rollup where the filters allow, else from the raw table -------
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def _floor(value: datetime, width: timedelta) -> datetime:
-    return _EPOCH + (value - _EPOCH) // width * width
-
-
-def _ceil(value: datetime, width: timedelta) -> datetime:
-    floor = _floor(value, width)
-    return floor if floor == value else floor + width
-
-
-def _rollup_plan(filters: dict) -> tuple[list[tuple[type, datetime | None, datetime | None]], list[Q]] | None:
-    """Pieces that cover [start, end) exactly: rollup ranges (model, lo, hi) and raw edges.
-
-    Whole days come from the daily rollup, the whole hours around them from the hourly one,
-    and the partial hours at the edges of an unaligned range from the raw table, so the sum
-    over the pieces equals a scan of the raw table. None when not one whole hour fits.
-    """
-    start, end = filters.get("start"), filters.get("end")
-    try:
-        hour_lo = _ceil(start, HOUR) if start is not None else None
-        hour_hi = _floor(end, HOUR) if end is not None else None
-        day_lo = _ceil(start, DAY) if start is not None else None
-        day_hi = _floor(end, DAY) if end is not None else None
-    except OverflowError:
-        return None  # a range at the very end of the calendar: the raw table answers it
-    if hour_lo is not None and hour_hi is not None and hour_lo >= hour_hi:
-        return None
-    cutoff = db.rollup_cutoff("apirequest_daily")
-    if cutoff is not None:
-        # Days past the daily aggregate's watermark would be aggregated from raw events at
-        # query time (real-time aggregation): read them from the hourly one instead.
-        day_hi = cutoff if day_hi is None else min(day_hi, cutoff)
-    use_days = (day_hi is None or day_lo is None or day_lo < day_hi) and day_hi != db.NOTHING_MATERIALIZED
-    if not use_days:
-        pieces = [(ApiRequestHourly, hour_lo, hour_hi)]
-    else:
-        # A month is read as 30 daily rows per series instead of 720 hourly ones.
-        pieces = [(ApiRequestDaily, day_lo, day_hi)]
-        if hour_lo is not None and hour_lo < day_lo:
-            pieces.append((ApiRequestHourly, hour_lo, day_lo))
-        if day_hi is not None and (hour_hi is None or day_hi < hour_hi):
-            pieces.append((ApiRequestHourly, day_hi, hour_hi))
-    edges = []
-    if start is not None and start < hour_lo:
-        edges.append(Q(time__gte=start, time__lt=hour_lo))
-    if end is not None and hour_hi < end:
-        edges.append(Q(time__gte=hour_hi, time__lt=end))
-    return pieces, edges
 
 
 def _series_filter(filters: dict) -> dict:
@@ -200,7 +144,7 @@ def _shape(counts: dict) -> dict:
 
 def kpis(*, queryset: QuerySet, filters: dict, used_filters: set[str], with_p95: bool) -> dict:
     """hits, errors, error_rate, avg/max/p95 latency and the source of the counts."""
-    plan = _rollup_plan(filters) if can_use_rollup(used_filters) else None
+    plan = rollups.plan(filters) if can_use_rollup(used_filters) else None
     if plan is not None:
         pieces, edges = plan
         parts = [_rollup_part(filters, *piece).aggregate(**_ROLLUP_COUNTS) for piece in pieces]
@@ -238,7 +182,7 @@ def top_endpoints(
     if sort not in SORT_KEYS:
         raise ValueError(f"Unknown sort key {sort!r}.")
     with_p95 = with_p95 or sort == "p95_latency_ms"
-    plan = _rollup_plan(filters) if can_use_rollup(used_filters) else None
+    plan = rollups.plan(filters) if can_use_rollup(used_filters) else None
     if plan is not None:
         pieces, edges = plan
         parts = [_per_series(_rollup_part(filters, *piece), _ROLLUP_COUNTS) for piece in pieces]

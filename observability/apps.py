@@ -1,5 +1,6 @@
 from django.apps import AppConfig
 from django.db.backends.signals import connection_created
+from django.db.models.signals import post_migrate, pre_migrate
 
 
 class ObservabilityConfig(AppConfig):
@@ -7,7 +8,12 @@ class ObservabilityConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from observability import db
+
         connection_created.connect(register_sqlite_functions)
+        # Migrations create and drop the continuous aggregates (without importing live code).
+        pre_migrate.connect(db.forget_rollup_kind, sender=self)
+        post_migrate.connect(db.forget_rollup_kind, sender=self)
 
 
 class _PercentileCont:

@@ -5,8 +5,6 @@ Everything else reads the same relations (`observability_apirequest`, `apireques
 aggregates need to know whether TimescaleDB is behind them.
 """
 
-from datetime import UTC, datetime
-
 from django.conf import settings
 from django.db import Error as DatabaseErrorBase
 from django.db import connection as default_connection
@@ -122,36 +120,6 @@ def rollups_are_continuous(connection=default_connection) -> bool:
     return _ROLLUP_KIND[key]
 
 
-def forget_rollup_kind() -> None:
-    """Drop the cache above; migrations call it when they create or drop the aggregates."""
+def forget_rollup_kind(**kwargs) -> None:
+    """Drop the cache above; connected to pre/post_migrate, which create or drop the aggregates."""
     _ROLLUP_KIND.clear()
-
-
-def cagg_watermark(name: str, connection=default_connection):
-    """The end of what a continuous aggregate has materialized, or None when nothing is."""
-    with connection.cursor() as cursor:
-        # Before the first refresh the watermark is the start of time (4714 BC), which Python
-        # can't hold: that reads as "nothing materialized".
-        cursor.execute(
-            "SELECT NULLIF(GREATEST(w, '0001-01-01'::timestamptz), '0001-01-01'::timestamptz)"
-            " FROM (SELECT _timescaledb_functions.to_timestamp("
-            "_timescaledb_functions.cagg_watermark(mat_hypertable_id)) AS w"
-            " FROM _timescaledb_catalog.continuous_agg WHERE user_view_name = %s) AS watermark",
-            [name],
-        )
-        row = cursor.fetchone()
-    if row is None or row[0] is None:
-        return None
-    return row[0]
-
-
-NOTHING_MATERIALIZED = datetime(1, 1, 1, tzinfo=UTC)
-
-
-def rollup_cutoff(name: str, connection=default_connection) -> datetime | None:
-    """Where reading `name` stops being cheap: a continuous aggregate's watermark (buckets
-    after it are aggregated from raw events at query time), or None for a plain view, where
-    every bucket costs the same."""
-    if not rollups_are_continuous(connection):
-        return None
-    return cagg_watermark(name, connection) or NOTHING_MATERIALIZED

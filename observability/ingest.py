@@ -13,15 +13,14 @@ import json
 import math
 import re
 import sys
-from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import msgspec
 from django.conf import settings
 from django.db import connection, transaction
 
-from observability import db
+from observability import rollups
 from observability.models import METHODS, ApiRequest
 
 # Column order of the COPY and of the tuples the validator returns.
@@ -388,7 +387,7 @@ def store_rows(rows: list[tuple], *, escape: bool = True) -> int:
                 ApiRequest.objects.bulk_create(
                     [ApiRequest(**dict(zip(COLUMNS, row[:8], strict=True))) for row in rows[start:start + 500]]
                 )
-    refresh_after_write(row[0] for row in rows)
+    rollups.refresh_after_write(row[0] for row in rows)
     return len(rows)
 
 
@@ -442,70 +441,3 @@ def _copy_rows(rows: list[tuple], *, escape: bool) -> None:
     with connection.cursor() as cursor:
         # Relies on: the hypertable's indexes only (no triggers); COPY is the fastest insert.
         cursor.cursor.copy_expert(f"COPY {table} ({columns}) FROM STDIN", _CopySource(rows, escape=escape))
-
-
-# --- Keeping continuous aggregates true after late writes ------------------------------------
-
-# (relation, bucket width) of each rollup; on TimescaleDB both are continuous aggregates.
-ROLLUPS = (("apirequest_hourly", timedelta(hours=1)), ("apirequest_daily", timedelta(days=1)))
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def refresh_after_write(times: Iterable[datetime]) -> int:
-    """Re-materialize the buckets a write touched below each aggregate's watermark.
-
-    Real-time aggregates compute buckets above the watermark from the raw table on every
-    query, so fresh data needs nothing. A late event (clients buffer and retry) lands in a
-    bucket that is already materialized, where the policy would only pick it up on its next
-    run; refreshing exactly those buckets now makes it visible at once. Returns how many
-    refresh calls were made (0 on databases without continuous aggregates).
-    """
-    if not db.rollups_are_continuous():
-        return 0
-    times = list(times)
-    if connection.in_atomic_block:
-        # refresh_continuous_aggregate can't run inside a transaction: wait for the commit.
-        transaction.on_commit(lambda: _refresh_buckets(times))
-        return 0
-    return _refresh_buckets(times)
-
-
-def _refresh_buckets(times: list[datetime]) -> int:
-    if not times:
-        return 0
-    earliest = min(times)
-    calls = 0
-    for relation, width in ROLLUPS:
-        watermark = db.cagg_watermark(relation)
-        if watermark is None or earliest >= watermark:
-            continue  # the common case: nothing written below what is materialized
-        step = int(width.total_seconds())
-        stale = sorted({int((t - _EPOCH).total_seconds()) // step for t in times if t < watermark})
-        for lo, hi in _runs(stale):
-            refresh_rollup(relation, _EPOCH + timedelta(seconds=lo * step),
-                           _EPOCH + timedelta(seconds=(hi + 1) * step))
-            calls += 1
-    return calls
-
-
-def _runs(sorted_ints: list[int]) -> list[tuple[int, int]]:
-    """Contiguous runs of sorted integers as (first, last) pairs: [1,2,3,7] -> [(1,3),(7,7)]."""
-    runs: list[tuple[int, int]] = []
-    for value in sorted_ints:
-        if runs and runs[-1][1] == value - 1:
-            runs[-1] = (runs[-1][0], value)
-        else:
-            runs.append((value, value))
-    return runs
-
-
-def refresh_rollup(relation: str, start: datetime | None, end: datetime | None) -> bool:
-    """Refresh one continuous aggregate over [start, end); False where there is none."""
-    if relation not in dict(ROLLUPS):
-        raise ValueError(f"Unknown rollup {relation!r}.")
-    if not db.is_continuous_aggregate(relation):
-        return False
-    with connection.cursor() as cursor:
-        # Must run outside a transaction block (TimescaleDB refuses otherwise).
-        cursor.execute("CALL refresh_continuous_aggregate(%s, %s, %s)", [relation, start, end])
-    return True

@@ -7,7 +7,7 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from observability import analytics, db, ingest
+from observability import analytics, db, ingest, rollups
 from observability.filters import ApiRequestFilter, RollupFilter
 from observability.models import ApiRequest
 from observability.serializers import (
@@ -37,17 +37,17 @@ class ApiRequestViewSet(viewsets.ModelViewSet):
 
     def perform_create(self, serializer):
         super().perform_create(serializer)
-        ingest.refresh_after_write([serializer.instance.time])
+        rollups.refresh_after_write([serializer.instance.time])
 
     def perform_update(self, serializer):
         before = serializer.instance.time
         super().perform_update(serializer)
-        ingest.refresh_after_write([before, serializer.instance.time])
+        rollups.refresh_after_write([before, serializer.instance.time])
 
     def perform_destroy(self, instance):
         when = instance.time
         super().perform_destroy(instance)
-        ingest.refresh_after_write([when])
+        rollups.refresh_after_write([when])
 
     @action(detail=False, methods=["post"])
     def ingest(self, request):

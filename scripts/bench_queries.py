@@ -174,7 +174,7 @@ def main() -> int:
     from django.core.management import call_command
     from django.db import connection
 
-    from observability import db, ingest
+    from observability import db, rollups
 
     end = datetime.fromisoformat(args.end)
     call_command("migrate", verbosity=0)
@@ -258,16 +258,16 @@ def main() -> int:
         ):
             call_command("seed_requests", seed=args.seed, first_row=10**12 + len(refreshes) * 10**9,
                          no_refresh=True, **options, stdout=open(os.devnull, "w"))  # noqa: SIM115
-            for relation, _ in ingest.ROLLUPS:
+            for relation in [r.relation for r in rollups.aggregates()]:
                 began = time.perf_counter()
-                ingest.refresh_rollup(relation, None, end + timedelta(hours=1))
+                rollups.refresh(relation, None, end + timedelta(hours=1))
                 refreshes.append({"after": what, "rollup": relation, "seconds": time.perf_counter() - began})
                 print(f"refresh {relation} after {what}: {refreshes[-1]['seconds']:.2f} s", flush=True)
         # Leave the seeded data as it was, so a rerun with --no-seed measures the same rows.
         with connection.cursor() as cursor:
             cursor.execute(f"DELETE FROM {RAW} WHERE id > %s", [last_id])
-        for relation, _ in ingest.ROLLUPS:
-            ingest.refresh_rollup(relation, None, end + timedelta(hours=1))
+        for relation in [r.relation for r in rollups.aggregates()]:
+            rollups.refresh(relation, None, end + timedelta(hours=1))
 
     report = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine(), "database": database,

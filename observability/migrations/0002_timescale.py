@@ -8,12 +8,12 @@ same columns, so the read path is the same everywhere; only its speed differs.
 
 from django.db import migrations
 
-from observability import db, rollup_sql
+from observability.migrations import _frozen_0002_0003 as rollup_sql
 
 
 def forward(apps, schema_editor):
     connection = schema_editor.connection
-    timescale = db.use_timescale(connection)
+    timescale = rollup_sql.use_timescale(connection)
     if timescale:
         rollup_sql.make_hypertable(connection)
     rollup_sql.create_rollup(connection, "apirequest_hourly", timescale=timescale)
@@ -22,7 +22,7 @@ def forward(apps, schema_editor):
 def backward(apps, schema_editor):
     connection = schema_editor.connection
     rollup_sql.drop_rollup(connection, "apirequest_hourly")
-    if db.is_hypertable(rollup_sql.RAW, connection):
+    if rollup_sql.is_hypertable(rollup_sql.RAW, connection):
         model = apps.get_model("observability", "ApiRequest")
         rollup_sql.unmake_hypertable(connection, schema_editor, model)
 

@@ -11,12 +11,12 @@ Elsewhere it is a plain view.
 
 from django.db import migrations
 
-from observability import db, rollup_sql
+from observability.migrations import _frozen_0002_0003 as rollup_sql
 
 
 def forward(apps, schema_editor):
     connection = schema_editor.connection
-    timescale = db.is_hypertable(rollup_sql.RAW, connection)
+    timescale = rollup_sql.is_hypertable(rollup_sql.RAW, connection)
     rollup_sql.create_rollup(connection, "apirequest_daily", timescale=timescale)
 
 

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from django.core.management import call_command
 
-from observability import db, ingest
+from observability import db, rollups
 from observability.models import ApiRequest
 from observability.tests.utils import (
     BASE_TIME,
@@ -136,11 +136,11 @@ class LateDataChecks(_RollupCase):
         # The flush that follows truncates the raw table but not what the continuous
         # aggregates materialized: delete and refresh so the next test starts empty.
         ApiRequest.objects.all().delete()
-        for relation, _ in ingest.ROLLUPS:
-            ingest.refresh_rollup(relation, None, None)
+        for relation in [r.relation for r in rollups.aggregates()]:
+            rollups.refresh(relation, None, None)
 
     def materialize(self):
-        for relation, _ in ingest.ROLLUPS:
+        for relation in [r.relation for r in rollups.aggregates()]:
             call_command(f"refresh_{relation}", stdout=open("/dev/null", "w"))  # noqa: SIM115
 
     def rows(self):
@@ -152,7 +152,7 @@ class LateDataChecks(_RollupCase):
         post_ingest(self.client, events)
         self.materialize()
         if db.rollups_are_continuous():
-            watermark = db.cagg_watermark(self.relation)
+            watermark = rollups.watermark(self.relation)
             self.assertIsNotNone(watermark, "the refresh should have materialized the old buckets")
             self.assertGreaterEqual(watermark, old + timedelta(hours=3))
         late = make_events(25, start=old, span=timedelta(hours=3), seed=12, service="late")

@@ -3,7 +3,7 @@ from datetime import timedelta
 
 from django.test import TestCase, TransactionTestCase
 
-from observability import ingest
+from observability import ingest, rollups
 from observability.models import ApiRequest
 from observability.tests.utils import BASE_TIME, iso, make_events, parse_time, post_ingest, summarize
 
@@ -115,16 +115,16 @@ class FastPathEqualsRawPathTests(TransactionTestCase):
 
     def tearDown(self):
         ApiRequest.objects.all().delete()
-        for relation, _ in ingest.ROLLUPS:
-            ingest.refresh_rollup(relation, None, None)
+        for relation in [r.relation for r in rollups.aggregates()]:
+            rollups.refresh(relation, None, None)
 
     def test_fast_path_and_raw_path_give_the_same_numbers(self):
         # Four days of older data (materialized on TimescaleDB up to day 3), then a day of
         # newer data: ranges mix whole days, whole hours and partial hours on both sides.
         old = make_events(900, start=BASE_TIME - timedelta(days=3), span=timedelta(days=4), seed=21)
         post_ingest(self.client, old)
-        for relation, _ in ingest.ROLLUPS:
-            ingest.refresh_rollup(relation, None, BASE_TIME)
+        for relation in [r.relation for r in rollups.aggregates()]:
+            rollups.refresh(relation, None, BASE_TIME)
         new = make_events(500, start=BASE_TIME + timedelta(hours=6), span=timedelta(days=1), seed=22)
         post_ingest(self.client, new)
         events = old + new
@@ -168,13 +168,12 @@ class RollupPlanTests(TestCase):
     def test_an_unaligned_multi_day_range_uses_days_hours_and_raw_edges(self):
         from unittest import mock
 
-        from observability import analytics
         from observability.models import ApiRequestDaily, ApiRequestHourly
 
         start = BASE_TIME.replace(hour=20, minute=30)       # 2026-03-02 20:30
         end = BASE_TIME + timedelta(days=3, hours=-6, minutes=15)  # 2026-03-05 04:15
-        with mock.patch.object(analytics.db, "rollup_cutoff", return_value=None):
-            pieces, edges = analytics._rollup_plan({"start": start, "end": end})
+        with mock.patch.object(rollups, "cutoff", return_value=None):
+            pieces, edges = rollups.plan({"start": start, "end": end})
         day = BASE_TIME.replace(hour=0)
         self.assertEqual(pieces, [
             (ApiRequestDaily, day + timedelta(days=1), day + timedelta(days=3)),
@@ -186,12 +185,11 @@ class RollupPlanTests(TestCase):
     def test_days_past_the_daily_watermark_are_read_from_the_hourly_rollup(self):
         from unittest import mock
 
-        from observability import analytics
         from observability.models import ApiRequestDaily, ApiRequestHourly
 
         day = BASE_TIME.replace(hour=0)
-        with mock.patch.object(analytics.db, "rollup_cutoff", return_value=day + timedelta(days=2)):
-            pieces, edges = analytics._rollup_plan({"start": day, "end": day + timedelta(days=5)})
+        with mock.patch.object(rollups, "cutoff", return_value=day + timedelta(days=2)):
+            pieces, edges = rollups.plan({"start": day, "end": day + timedelta(days=5)})
         self.assertEqual(pieces, [(ApiRequestDaily, day, day + timedelta(days=2)),
                                   (ApiRequestHourly, day + timedelta(days=2), day + timedelta(days=5))])
         self.assertEqual(edges, [])

@@ -4,7 +4,7 @@ from datetime import UTC, datetime
 
 from django.core.management.base import BaseCommand, CommandError
 
-from observability import db, ingest
+from observability import db, rollups
 
 
 def parse_when(value: str) -> datetime:
@@ -34,7 +34,7 @@ class RefreshCommand(BaseCommand):
         # Only buckets that end by `end` are materialized, so the one still filling stays
         # real-time (computed from the raw table at query time).
         end = end or began
-        ingest.refresh_rollup(self.relation, start, end)
+        rollups.refresh(self.relation, start, end)
         seconds = (datetime.now(UTC) - began).total_seconds()
         window = f"[{start.isoformat() if start else '-inf'}, {end.isoformat()})"
         self.stdout.write(f"Refreshed {self.relation} over {window} in {seconds:.2f}s.")

@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connection, transaction
 
-from observability import db, ingest
+from observability import db, ingest, rollups
 from observability.models import ApiRequest
 
 METHODS = ("GET", "GET", "GET", "POST", "PUT", "DELETE")
@@ -145,9 +145,9 @@ class Command(BaseCommand):
         seconds = time.monotonic() - began
         refreshed = ""
         if not opts["no_refresh"] and events:
-            for relation, width in ingest.ROLLUPS:
+            for rollup in rollups.aggregates():
                 # Whole buckets only: the one still filling stays real-time.
-                ingest.refresh_rollup(relation, start - width, end)
+                rollups.refresh(rollup.relation, start - rollup.width, end)
             refreshed = " Rollups refreshed." if db.rollups_are_continuous() else ""
         self.stdout.write(
             f"Seeded {events:,} events over {days:g} days ending {end.isoformat()} (seed {opts['seed']}) "

@@ -1,11 +1,14 @@
-"""SQL that builds the raw hypertable and the rollup relations, per database.
+"""The DDL migrations 0002 and 0003 ran, frozen with them (private: the loader skips `_`).
 
-Used only by migrations 0002 and 0003. Every database gets relations with the same names and
-columns (`bucket, service, endpoint, hits, errors, latency_sum_ms, avg_latency_ms,
-max_latency_ms, p95_latency_ms`), so the read path in `analytics.py` never branches.
+Migrations must not import live code that keeps changing (the rollup catalogue now lives in
+`observability/rollups.py`): what these functions create is what 0002/0003 created, forever.
+Later changes of DDL are new migrations with their own reverse.
+
+Every database gets relations with the same names and columns (`bucket, service, endpoint,
+hits, errors, latency_sum_ms, avg_latency_ms, max_latency_ms, p95_latency_ms`).
 """
 
-from observability import db
+from django.conf import settings
 
 RAW = "observability_apirequest"
 
@@ -77,20 +80,18 @@ def create_rollup(connection, relation: str, *, timescale: bool) -> None:
             # Materialize existing history now, so a migrated deployment is fast at once.
             cursor.execute("CALL refresh_continuous_aggregate(%s, NULL, now() - %s::interval)",
                            [relation, end_offset])
-    db.forget_rollup_kind()
 
 
 def drop_rollup(connection, relation: str) -> None:
     """Drop `relation`, whichever kind it is."""
     with connection.cursor() as cursor:
-        if db.is_continuous_aggregate(relation, connection):
+        if is_continuous_aggregate(relation, connection):
             cursor.execute("SELECT remove_continuous_aggregate_policy(%s, if_exists => true)", [relation])
             cursor.execute(f"DROP MATERIALIZED VIEW {relation}")
         else:
             cursor.execute(f"DROP VIEW IF EXISTS {relation}")
             if connection.vendor == "postgresql":
                 cursor.execute(f"DROP INDEX IF EXISTS {relation}_bucket")
-    db.forget_rollup_kind()
 
 
 def make_hypertable(connection) -> None:
@@ -139,3 +140,59 @@ def unmake_hypertable(connection, schema_editor, model) -> None:
             [RAW],
         )
         cursor.execute(f"DROP TABLE {old}")
+
+
+# --- What the database can do, as 0002/0003 asked it -----------------------------------------
+
+
+def _timescale_version(connection) -> str | None:
+    if connection.vendor != "postgresql":
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'")
+        row = cursor.fetchone()
+    return row[0] if row else None
+
+
+def use_timescale(connection) -> bool:
+    """APM_TIMESCALE: "off" never, "auto" when possible (creating the extension), "require" or fail."""
+    mode = settings.APM_TIMESCALE
+    if mode == "off" or connection.vendor != "postgresql":
+        if mode == "require":
+            raise RuntimeError("APM_TIMESCALE=require, but the database is not PostgreSQL.")
+        return False
+    if _timescale_version(connection):
+        return True
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'),"
+            " current_setting('shared_preload_libraries')"
+        )
+        available, preload = cursor.fetchone()
+    if available and "timescaledb" in preload:
+        with connection.cursor() as cursor:
+            cursor.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+        return True
+    if mode == "require":
+        raise RuntimeError(
+            "APM_TIMESCALE=require, but the timescaledb extension is not installed or not in "
+            "shared_preload_libraries."
+        )
+    return False
+
+
+def _in_catalog(view: str, column: str, name: str, connection) -> bool:
+    # view and column are constants of this module, never client input.
+    if not _timescale_version(connection):
+        return False
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT EXISTS (SELECT 1 FROM timescaledb_information.{view} WHERE {column} = %s)", [name])
+        return cursor.fetchone()[0]
+
+
+def is_continuous_aggregate(name: str, connection) -> bool:
+    return _in_catalog("continuous_aggregates", "view_name", name, connection)
+
+
+def is_hypertable(table: str, connection) -> bool:
+    return _in_catalog("hypertables", "hypertable_name", table, connection)
