@@ -8,6 +8,8 @@ columns (a continuous aggregate on TimescaleDB, a plain view elsewhere), and the
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from django.db.models import Aggregate, Count, F, FloatField, Max, Q, QuerySet, Sum
 from django.db.models.functions import Cast
 
@@ -221,7 +223,7 @@ def series(*, start: datetime, end: datetime, service: str | None = None,
            max_rows: int = SERIES_MAX_ROWS) -> dict:
     """The (service, endpoint) pairs with events in [start, end), with their hits, for pickers."""
     filters = {"start": start, "end": end, "service": service}
-    plan = _rollup_plan(filters)
+    plan = rollups.plan(filters)
     if plan is not None:
         pieces, edges = plan
         parts = [_per_series(_rollup_part(filters, *piece), {"hits": Sum("hits")}) for piece in pieces]
