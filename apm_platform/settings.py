@@ -32,6 +32,7 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.contenttypes",
     "django.contrib.auth",
+    "django.contrib.sessions",
     "django.contrib.staticfiles",
     "rest_framework",
     "django_filters",
@@ -43,13 +44,19 @@ MIDDLEWARE = [
     "apm_platform.middleware.JsonErrorMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # People log in (the dashboard); machines use API keys.
+    "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     # DRF views are CSRF-exempt (no session auth here); kept for any non-API view added later.
     "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
 ROOT_URLCONF = "apm_platform.urls"
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "dashboard"
+LOGOUT_REDIRECT_URL = "login"
 WSGI_APPLICATION = "apm_platform.wsgi.application"
 
 TEMPLATES = [
@@ -131,6 +138,10 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = APM_INGEST_MAX_BYTES + 1
 APM_TIMESCALE = env_str("APM_TIMESCALE", "auto")
 if APM_TIMESCALE not in {"auto", "off", "require"}:
     raise ImproperlyConfigured("APM_TIMESCALE must be one of auto, off, require.")
+
+# Where the dashboard's empty state links for "Send data" (the README as your users see it,
+# e.g. on your Git host); without it the page shows the instructions and names the section.
+APM_README_URL = env_str("APM_README_URL", "")
 
 TEST_RUNNER = "apm_platform.test_runner.ReportingTestRunner"
 
