@@ -498,6 +498,8 @@
     scheduleAuto();
     clearMessages();
     if (win.error) { showMessage(win.error); return Promise.resolve(); }
+    root.dataset.start = iso(win.start);  // what the page shows, for people and tests alike
+    root.dataset.end = iso(win.end);
     root.classList.add("loading");
     var filters = { service: state.service, endpoint: state.service ? state.endpoint : "" };
     var range = { start: iso(win.start), end: iso(win.end) };
