@@ -1,53 +1,74 @@
-"""The read path: rollup rows, KPIs and top endpoints.
+"""The read path: rollup rows, KPIs, top endpoints and the time series.
 
-One code path for every database: the rollups are read through the same relation names and
-columns (a continuous aggregate on TimescaleDB, a plain view elsewhere), and the exact p95 is
-`percentile_cont(0.95)` on PostgreSQL and the same function registered on SQLite connections
-(see `apps.py`).
+Counts come from the rollups where they are materialized (TimescaleDB), else from one scan of
+the raw table (`rollups.fast_rollups`). Percentiles are exact (`percentile_cont` over the raw
+events, all four fractions in one pass; SQLite gets the same aggregate in `apps.py`) or, with
+`precision="approx"`, read from the latency histograms within `rollups.MAX_RELATIVE_ERROR`.
+Every latency is capped at `rollups.CAP_MS` first, so rows stored before the ingest limit
+(up to 1.8e308) can't overflow a sum.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+import math
+from datetime import UTC, datetime
 
-from django.db.models import Aggregate, Count, F, FloatField, Max, Q, QuerySet, Sum
-from django.db.models.functions import Cast
+from django.db import connection
+from django.db.models import Aggregate, Count, F, Field, FloatField, Max, Q, QuerySet, Sum
+from django.db.models.functions import Cast, Trunc
 
 from observability import rollups
 from observability.filters import ROLLUP_FILTERS
 from observability.models import ApiRequest, ApiRequestDaily, ApiRequestHourly
 
-SORT_KEYS = ("hits", "errors", "error_rate", "avg_latency_ms", "max_latency_ms", "p95_latency_ms")
+FRACTIONS = (0.5, 0.9, 0.95, 0.99)
+PERCENTILE_KEYS = ("p50_latency_ms", "p90_latency_ms", "p95_latency_ms", "p99_latency_ms")
+SORT_KEYS = ("hits", "errors", "error_rate", "avg_latency_ms", "max_latency_ms", *PERCENTILE_KEYS)
+PRECISIONS = ("exact", "approx")
+INTERVALS = {"hour": rollups.HOUR, "day": rollups.DAY}
+MAX_BUCKETS = 1000
 ROLLUP_COLUMNS = ("bucket", "service", "endpoint", "hits", "errors", "avg_latency_ms",
                   "max_latency_ms", "p95_latency_ms")
 
 
-class PercentileCont(Aggregate):
-    """percentile_cont(fraction) WITHIN GROUP (ORDER BY expr): continuous, interpolated."""
+class _Floats(Field):
+    """A list of floats from the database: a float8[] on PostgreSQL, "a,b,c" text on SQLite."""
+
+    def get_internal_type(self):
+        return "TextField"
+
+    def from_db_value(self, value, expression, connection):
+        if value is None or isinstance(value, list):
+            return value
+        return [float(part) for part in value.split(",")]
+
+
+class Percentiles(Aggregate):
+    """percentile_cont(ARRAY[fractions]) WITHIN GROUP (ORDER BY expr): every fraction in one sort."""
 
     function = "percentile_cont"
-    output_field = FloatField()
+    output_field = _Floats()
 
-    def __init__(self, expression, fraction: float, **extra):
-        fraction = float(fraction)
-        if not 0.0 <= fraction <= 1.0:
-            raise ValueError("fraction must be within [0, 1]")
-        # A float we validated, formatted by repr: never text from a client.
-        self.fraction = repr(fraction)
+    def __init__(self, expression, fractions=FRACTIONS, **extra):
+        fractions = [float(f) for f in fractions]
+        if not all(0.0 <= f <= 1.0 for f in fractions):
+            raise ValueError("fractions must be within [0, 1]")
+        # Floats we validated, formatted by repr: never text from a client.
+        self.fractions = fractions
         super().__init__(expression, **extra)
 
     def as_postgresql(self, compiler, connection, **extra):
+        array = ", ".join(repr(f) for f in self.fractions)
         return self.as_sql(
             compiler, connection,
-            template=f"%(function)s({self.fraction}) WITHIN GROUP (ORDER BY %(expressions)s)",
+            template=f"%(function)s(ARRAY[{array}]::float8[]) WITHIN GROUP (ORDER BY %(expressions)s)",
             **extra,
         )
 
     def as_sqlite(self, compiler, connection, **extra):
-        # The two-argument aggregate registered in apps.py.
-        return self.as_sql(
-            compiler, connection, template=f"%(function)s(%(expressions)s, {self.fraction})", **extra
-        )
+        # The two-argument aggregate registered in apps.py; the fractions travel as text.
+        text = ",".join(repr(f) for f in self.fractions)
+        return self.as_sql(compiler, connection, template=f"percentiles(%(expressions)s, '{text}')", **extra)
 
 
 def _ratio(numerator, denominator):
@@ -57,13 +78,66 @@ def _ratio(numerator, denominator):
 # --- /hourly/ and /daily/ -------------------------------------------------------------------
 
 
-def rollup_rows(*, queryset: QuerySet) -> QuerySet:
-    """Rollup rows in contract order (bucket, service, endpoint), with error_rate added."""
+def rollup_rows(*, queryset: QuerySet, filters: dict, interval: str):
+    """Rollup rows in contract order (bucket, service, endpoint), with error_rate added.
+
+    From the rollup where it is materialized; elsewhere from the raw table (`RawRollupRows`).
+    """
+    if not rollups.fast_rollups():
+        return RawRollupRows(filters=filters, width=INTERVALS[interval])
     return (
         queryset.annotate(error_rate=_ratio(F("errors"), F("hits")))
         .order_by("bucket", "service", "endpoint")
         .values(*ROLLUP_COLUMNS[:5], "error_rate", *ROLLUP_COLUMNS[5:])
     )
+
+
+class RawRollupRows:
+    """/hourly/ or /daily/ rows computed from the raw table, for the paginator.
+
+    Counts for every row come from one grouped scan; the exact p95 (the expensive part) is
+    computed only for the rows a page slices out.
+    """
+
+    def __init__(self, *, filters: dict, width):
+        self.width = width
+        self.raw = ApiRequest.objects.filter(**_series_filter(filters)).order_by()
+        try:
+            if filters.get("start") is not None:
+                self.raw = self.raw.filter(time__gte=rollups.ceil(filters["start"], width))
+            if filters.get("end") is not None:
+                self.raw = self.raw.filter(time__lt=rollups.ceil(filters["end"], width))
+        except OverflowError:
+            self.raw = self.raw.none()  # a bucket bound past the end of the calendar holds nothing
+        self.groups = list(
+            self.raw.annotate(bucket=rollups.BucketStart("time", width))
+            .values("bucket", "service", "endpoint").annotate(**_raw_counts())
+            .order_by("bucket", "service", "endpoint")
+        )
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def __getitem__(self, index):
+        groups = self.groups[index] if isinstance(index, slice) else [self.groups[index]]
+        p95 = {}
+        if groups:
+            # Served by the (service, endpoint, time) index: only the page's series and buckets.
+            events = self.raw.filter(
+                time__gte=min(g["bucket"] for g in groups), time__lt=max(g["bucket"] for g in groups) + self.width,
+                service__in={g["service"] for g in groups}, endpoint__in={g["endpoint"] for g in groups},
+            ).annotate(bucket=rollups.BucketStart("time", self.width))
+            for row in events.values("bucket", "service", "endpoint").annotate(
+                    p=Percentiles(rollups.capped_latency(), (0.95,))):
+                p95[(row["bucket"], row["service"], row["endpoint"])] = row["p"][0]
+        rows = []
+        for g in groups:
+            shaped = _shape(_combine([g]))
+            rows.append({"bucket": g["bucket"], "service": g["service"], "endpoint": g["endpoint"],
+                         "hits": g["hits"], "errors": g["errors"], "error_rate": shaped["error_rate"],
+                         "avg_latency_ms": shaped["avg_latency_ms"], "max_latency_ms": shaped["max_latency_ms"],
+                         "p95_latency_ms": p95.get((g["bucket"], g["service"], g["endpoint"]))})
+        return rows if isinstance(index, slice) else rows[0]
 
 
 def hourly_queryset() -> QuerySet:
@@ -74,7 +148,7 @@ def daily_queryset() -> QuerySet:
     return ApiRequestDaily.objects.all()
 
 
-# --- Counts: from the hourly rollup where the filters allow, else from the raw table -------
+# --- Pieces of a range: rollup ranges and raw edges ------------------------------------------
 
 
 def _series_filter(filters: dict) -> dict:
@@ -82,7 +156,7 @@ def _series_filter(filters: dict) -> dict:
 
 
 def _rollup_part(filters: dict, model, lo, hi) -> QuerySet:
-    # Served by apirequest_hourly / apirequest_daily (continuous aggregates on TimescaleDB).
+    # Served by the rollups' (series, bucket) indexes (continuous aggregates on TimescaleDB).
     qs = model.objects.filter(**_series_filter(filters))
     if lo is not None:
         qs = qs.filter(bucket__gte=lo)
@@ -100,12 +174,16 @@ def _raw_edges(filters: dict, edges: list[Q]) -> QuerySet:
     return qs.filter(condition) if edges else qs.none()
 
 
-_RAW_COUNTS = {
-    "hits": Count("id"),
-    "errors": Count("id", filter=Q(status_code__gte=500)),
-    "latency_sum": Sum("latency_ms"),
-    "max_latency": Max("latency_ms"),
-}
+def _raw_counts():
+    latency = rollups.capped_latency()
+    return {
+        "hits": Count("id"),
+        "errors": Count("id", filter=Q(status_code__gte=500)),
+        "latency_sum": Sum(latency),
+        "max_latency": Max(latency),
+    }
+
+
 _ROLLUP_COUNTS = {
     "hits": Sum("hits"),
     "errors": Sum("errors"),
@@ -115,8 +193,15 @@ _ROLLUP_COUNTS = {
 
 
 def can_use_rollup(used_filters: set[str]) -> bool:
-    """True when every filter the client gave is one the hourly rollup can answer."""
+    """True when every filter the client gave is one the rollups can answer."""
     return used_filters <= ROLLUP_FILTERS
+
+
+def _plan(filters: dict, used_filters: set[str], family=rollups.COUNTS):
+    """The rollup plan for these filters, or None where the raw table answers faster or alone."""
+    if not (rollups.fast_rollups() and can_use_rollup(used_filters)):
+        return None
+    return rollups.plan(filters, family)
 
 
 def _combine(parts: list[dict]) -> dict:
@@ -141,29 +226,132 @@ def _shape(counts: dict) -> dict:
     }
 
 
+# --- Percentiles -----------------------------------------------------------------------------
+
+
+def _exact(values: list[float] | None) -> dict:
+    values = values or [None] * len(FRACTIONS)
+    return dict(zip(PERCENTILE_KEYS, values, strict=True))
+
+
+def percentiles_from_bins(parts: list[QuerySet], group: tuple[str, ...]) -> dict[tuple, dict]:
+    """percentile_cont's interpolation over the events histograms hold, each at its bin's value.
+
+    `parts` are querysets of (*group, bin, count) rows (histogram pieces and binned raw edges).
+    The database adds them up per group and bin and finds, for each fraction, the bins that
+    hold the two ranks around position fraction * (total - 1) (a running sum over the bins):
+    only 8 bins per group travel, not the histograms.
+    """
+    if not parts:
+        return {}
+    # `group` holds column names chosen by this module ("service", "endpoint", "b"), never input.
+    columns = ", ".join(f'"{name}"' for name in (*group, "bin", "count"))
+    keys = ", ".join(f'"{name}"' for name in group)
+    sqls, params = [], []
+    for i, qs in enumerate(parts):
+        sql, part_params = qs.order_by().query.sql_with_params()
+        sqls.append(f"SELECT {columns} FROM ({sql}) AS part_{i}")
+        params.extend(part_params)
+    partition = f"PARTITION BY {keys}" if group else ""
+    ranks = []
+    for fraction in FRACTIONS:
+        # float8 arithmetic, as percentile_cont computes its position.
+        below = f"floor({fraction!r}::float8 * (total - 1)::float8)"
+        ranks += [f"min(bin) FILTER (WHERE upto > {below})",
+                  f"min(bin) FILTER (WHERE upto > least({below} + 1, total - 1))"]
+    query = (
+        f"WITH parts AS ({' UNION ALL '.join(sqls)}),"
+        f" bins AS (SELECT {keys + ', ' if group else ''}bin, sum(count) AS n FROM parts"
+        f" GROUP BY {keys + ', ' if group else ''}bin),"
+        f" running AS (SELECT *, sum(n) OVER ({partition} ORDER BY bin) AS upto,"
+        f" sum(n) OVER ({partition}) AS total FROM bins)"
+        f" SELECT {keys + ', ' if group else ''}total, {', '.join(ranks)} FROM running"
+        f" GROUP BY {keys + ', ' if group else ''}total"
+    )
+    result = {}
+    with connection.cursor() as cursor:
+        cursor.execute(query, params)
+        for row in cursor.fetchall():
+            key, total, bins = tuple(row[:len(group)]), int(row[len(group)]), row[len(group) + 1:]
+            values = []
+            for i, fraction in enumerate(FRACTIONS):
+                position = fraction * (total - 1)
+                low, high = rollups.bin_value(bins[2 * i]), rollups.bin_value(bins[2 * i + 1])
+                values.append(low + (high - low) * (position - math.floor(position)))
+            result[key] = _exact(values)
+    return result
+
+
+def _histogram_family(filters: dict):
+    # Without an endpoint, the per-service histograms hold the same counts in fewer rows.
+    return rollups.LATENCY if filters.get("endpoint") else rollups.SERVICE_LATENCY
+
+
+def _histogram(filters: dict, used_filters: set[str], group: tuple[str, ...] = (), series=None) -> dict:
+    """{group values: percentiles} from the histograms over the filtered events.
+
+    `series`, when given, limits the rows to those (service, endpoint) pairs (a superset is
+    read: every service with every endpoint named; the caller picks its rows).
+    """
+    family = _histogram_family(filters) if not group else rollups.LATENCY
+    pieces, edges = _plan(filters, used_filters, family)
+    parts = [_rollup_part(filters, *piece).values(*group, "bin").annotate(count=Sum("n")) for piece in pieces]
+    if edges:
+        parts.append(_raw_edges(filters, edges).annotate(bin=rollups.bin_expression())
+                     .values(*group, "bin").annotate(count=Count("id")))
+    if series is not None:
+        if not series:
+            return {}
+        parts = [qs.filter(service__in={s for s, _ in series}, endpoint__in={e for _, e in series}) for qs in parts]
+    return percentiles_from_bins(parts, group)
+
+
+def _precision_of(precision: str, filters: dict, used_filters: set[str]) -> str:
+    """The precision an answer will have: approx only where histograms can serve the filters."""
+    if precision == "approx" and rollups.has_histograms() and _plan(filters, used_filters) is not None:
+        return "approx"
+    return "exact"
+
+
+def _answer_precision(precision: str) -> dict:
+    return {"precision": precision,
+            "max_relative_error": rollups.MAX_RELATIVE_ERROR if precision == "approx" else 0.0}
+
+
 # --- /kpis/ ---------------------------------------------------------------------------------
 
 
-def kpis(*, queryset: QuerySet, filters: dict, used_filters: set[str], with_p95: bool) -> dict:
-    """hits, errors, error_rate, avg/max/p95 latency and the source of the counts."""
-    plan = rollups.plan(filters) if can_use_rollup(used_filters) else None
+def kpis(*, queryset: QuerySet, filters: dict, used_filters: set[str], with_p95: bool = True,
+         precision: str = "exact") -> dict:
+    """hits, errors, error_rate, avg/max latency, four percentiles and where they came from."""
+    plan = _plan(filters, used_filters)
     if plan is not None:
         pieces, edges = plan
         parts = [_rollup_part(filters, *piece).aggregate(**_ROLLUP_COUNTS) for piece in pieces]
         if edges:
-            parts.append(_raw_edges(filters, edges).aggregate(**_RAW_COUNTS))
+            parts.append(_raw_edges(filters, edges).aggregate(**_raw_counts()))
         counts = _combine(parts)
         source = "hourly"
+        exact = None
     else:
-        counts = _combine([queryset.order_by().aggregate(**_RAW_COUNTS)])
+        # One scan of the raw table for the counts and, when wanted, the exact percentiles.
+        aggregates = {**_raw_counts(), **({"p": Percentiles(rollups.capped_latency())} if with_p95 else {})}
+        counts = queryset.order_by().aggregate(**aggregates)
+        exact = counts.pop("p", None)
+        counts = _combine([counts])
         source = "raw"
     result = _shape(counts)
-    result["p95_latency_ms"] = None
+    precision = _precision_of(precision, filters, used_filters)
+    result.update(_exact(None))
     if with_p95 and result["hits"]:
-        # Exact: a percentile can't be rebuilt from hourly percentiles.
-        result["p95_latency_ms"] = queryset.order_by().aggregate(
-            p95=PercentileCont("latency_ms", 0.95)
-        )["p95"]
+        if precision == "approx":
+            result.update(_histogram(filters, used_filters).get((), _exact(None)))
+        elif exact is not None:
+            result.update(_exact(exact))
+        else:
+            # Exact: a percentile can't be rebuilt from hourly percentiles.
+            result.update(_exact(queryset.order_by().aggregate(p=Percentiles(rollups.capped_latency()))["p"]))
+    result.update(_answer_precision(precision))
     result["source"] = source
     return result
 
@@ -176,42 +364,141 @@ def _per_series(qs: QuerySet, aggregates: dict) -> dict[tuple[str, str], dict]:
     return {(row["service"], row["endpoint"]): row for row in rows}
 
 
+def _exact_per_series(queryset: QuerySet, series) -> dict[tuple[str, str], dict]:
+    if series is not None:
+        if not series:
+            return {}
+        queryset = queryset.filter(service__in={s for s, _ in series}, endpoint__in={e for _, e in series})
+    rows = _per_series(queryset, {"p": Percentiles(rollups.capped_latency())})
+    return {key: _exact(row["p"]) for key, row in rows.items()}
+
+
 def top_endpoints(
     *, queryset: QuerySet, filters: dict, used_filters: set[str], sort: str = "hits",
-    order: str = "desc", limit: int = 10, with_p95: bool = False,
+    order: str = "desc", limit: int = 10, with_p95: bool = False, precision: str = "exact",
 ) -> dict:
     """Series (service, endpoint) ranked by `sort`, ties broken by service then endpoint."""
     if sort not in SORT_KEYS:
         raise ValueError(f"Unknown sort key {sort!r}.")
-    with_p95 = with_p95 or sort == "p95_latency_ms"
-    plan = rollups.plan(filters) if can_use_rollup(used_filters) else None
+    by_percentile = sort in PERCENTILE_KEYS
+    with_p95 = with_p95 or by_percentile
+    plan = _plan(filters, used_filters)
     if plan is not None:
         pieces, edges = plan
         parts = [_per_series(_rollup_part(filters, *piece), _ROLLUP_COUNTS) for piece in pieces]
         if edges:
-            parts.append(_per_series(_raw_edges(filters, edges), _RAW_COUNTS))
+            parts.append(_per_series(_raw_edges(filters, edges), _raw_counts()))
         keys = set().union(*parts)
         series = {key: _combine([p[key] for p in parts if key in p]) for key in keys}
         source = "hourly"
     else:
-        series = {key: _combine([row]) for key, row in _per_series(queryset, _RAW_COUNTS).items()}
+        series = {key: _combine([row]) for key, row in _per_series(queryset, _raw_counts()).items()}
         source = "raw"
-    p95s = {}
+    precision = _precision_of(precision, filters, used_filters)
+    results = [{"service": s, "endpoint": e, **_shape(counts)}
+               for (s, e), counts in series.items() if counts["hits"]]
+
+    def rank(rows):
+        # Python sorts strings by code point on every database, so ties order the same everywhere.
+        rows.sort(key=lambda r: (r["service"], r["endpoint"]))
+        # Stable sorts: the second keeps the tie order of the first, also when reversed.
+        rows.sort(key=lambda r: (r[sort] is None, r[sort] or 0), reverse=(order == "desc"))
+        return rows[:limit]
+
+    if not by_percentile:
+        results = rank(results)  # percentiles are needed only for the rows returned
     if with_p95:
-        p95s = _per_series(queryset, {"p95": PercentileCont("latency_ms", 0.95)})
+        wanted = None if by_percentile else {(r["service"], r["endpoint"]) for r in results}
+        if precision == "approx":
+            values = _histogram(filters, used_filters, ("service", "endpoint"), wanted)
+        else:
+            values = _exact_per_series(queryset, wanted)
+        for row in results:
+            row.update(values.get((row["service"], row["endpoint"])) or _exact(None))
+    if by_percentile:
+        results = rank(results)
+    return {"results": results, **_answer_precision(precision), "source": source}
+
+
+# --- /timeseries/ ---------------------------------------------------------------------------
+
+
+def timeseries_window(interval: str, start: datetime | None, end: datetime | None,
+                      now: datetime | None = None) -> tuple[datetime, datetime]:
+    """The first and the end bucket of a request: defaults, alignment and the size limit.
+
+    Raises ValueError with a message naming the parameter at fault.
+    """
+    width = INTERVALS[interval]
+    try:
+        if end is None:
+            end = rollups.floor(now or datetime.now(UTC), width) + width
+        else:
+            end = rollups.ceil(end, width)
+        if start is None:
+            start = end - (24 if interval == "hour" else 30) * width
+        else:
+            start = rollups.ceil(start, width)
+    except OverflowError:
+        raise ValueError("start/end: out of the supported range of dates.") from None
+    if start > end:
+        raise ValueError("start: must not be after end.")
+    if (end - start) // width > MAX_BUCKETS:
+        raise ValueError(f"start: at most {MAX_BUCKETS} {interval}s per request; narrow the window.")
+    return start, end
+
+
+def timeseries(*, interval: str, start: datetime | None = None, end: datetime | None = None,
+               service: str = "", endpoint: str = "", with_p95: bool = True,
+               precision: str = "exact") -> dict:
+    """One row per bucket with events: counts, avg/max and four percentiles."""
+    width = INTERVALS[interval]
+    start, end = timeseries_window(interval, start, end)
+    filters = {"service": service, "endpoint": endpoint, "start": start, "end": end}
+    used = {"start", "end"} | {name for name in ("service", "endpoint") if filters[name]}
+    raw = ApiRequest.objects.filter(time__gte=start, time__lt=end, **_series_filter(filters)).order_by()
+    truncated = rollups.BucketStart("time", width)
+    if rollups.fast_rollups():
+        rows: dict[datetime, dict] = {}
+        for model, lo, hi, regroup in rollups.bucket_plan(width, start, end):
+            qs = _rollup_part(filters, model, lo, hi)
+            qs = qs.annotate(b=Trunc("bucket", interval, tzinfo=UTC)) if regroup else qs.annotate(b=F("bucket"))
+            for row in qs.order_by().values("b").annotate(**_ROLLUP_COUNTS):
+                rows[row.pop("b")] = row
+        source = "hourly"
+    else:
+        rows = {row.pop("b"): row for row in
+                raw.annotate(b=truncated).values("b").annotate(**_raw_counts())}
+        source = "raw"
+    precision = _precision_of(precision, filters, used)
+    percentiles: dict[datetime, dict] = {}
+    if with_p95 and rows:
+        if precision == "approx":
+            parts = []
+            for model, lo, hi, regroup in rollups.bucket_plan(width, start, end, _histogram_family(filters)):
+                qs = _rollup_part(filters, model, lo, hi)
+                qs = qs.annotate(b=Trunc("bucket", interval, tzinfo=UTC)) if regroup else qs.annotate(b=F("bucket"))
+                parts.append(qs.values("b", "bin").annotate(count=Sum("n")))
+            # Raw rows: a day regrouped from hours comes back as a naive (UTC) timestamp.
+            percentiles = {_utc(key[0]): value for key, value in percentiles_from_bins(parts, ("b",)).items()}
+        else:
+            percentiles = {row["b"]: _exact(row["p"]) for row in
+                           raw.annotate(b=truncated).values("b").annotate(p=Percentiles(rollups.capped_latency()))}
     results = []
-    for (service, endpoint), counts in series.items():
+    for bucket in sorted(rows):
+        counts = _combine([rows[bucket]])
         if not counts["hits"]:
             continue
-        row = {"service": service, "endpoint": endpoint, **_shape(counts)}
-        if with_p95:
-            row["p95_latency_ms"] = p95s.get((service, endpoint), {}).get("p95")
-        results.append(row)
-    # Python sorts strings by code point on every database, so ties order the same everywhere.
-    results.sort(key=lambda r: (r["service"], r["endpoint"]))
-    # Stable sorts: the second keeps the tie order of the first, also when reversed.
-    results.sort(key=lambda r: (r[sort] is None, r[sort] or 0), reverse=(order == "desc"))
-    return {"results": results[:limit], "source": source}
+        results.append({"bucket": _utc(bucket), **_shape(counts),
+                        **(percentiles.get(bucket) or _exact(None))})
+    return {"interval": interval, **_answer_precision(precision), "source": source, "results": results}
+
+
+def _utc(value) -> datetime:
+    # SQLite hands back naive datetimes from Trunc; every bucket is UTC.
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 # --- /series/ -------------------------------------------------------------------------------
@@ -223,7 +510,7 @@ def series(*, start: datetime, end: datetime, service: str | None = None,
            max_rows: int = SERIES_MAX_ROWS) -> dict:
     """The (service, endpoint) pairs with events in [start, end), with their hits, for pickers."""
     filters = {"start": start, "end": end, "service": service}
-    plan = rollups.plan(filters)
+    plan = _plan(filters, {name for name, value in filters.items() if value})
     if plan is not None:
         pieces, edges = plan
         parts = [_per_series(_rollup_part(filters, *piece), {"hits": Sum("hits")}) for piece in pieces]
@@ -231,7 +518,8 @@ def series(*, start: datetime, end: datetime, service: str | None = None,
             parts.append(_per_series(_raw_edges(filters, edges), {"hits": Count("id")}))
         source = "hourly"
     else:
-        # Less than one whole hour: the raw events of the window, by the (time) index.
+        # Less than one whole hour, or rollups that are plain views: the raw events of the
+        # window, by the (time) index.
         raw = ApiRequest.objects.filter(time__gte=start, time__lt=end, **_series_filter(filters))
         parts = [_per_series(raw, {"hits": Count("id")})]
         source = "raw"

@@ -32,11 +32,31 @@ class _PercentileCont:
         return percentile_cont(self.values, self.fraction)
 
 
-def percentile_cont(values: list[float], fraction: float) -> float | None:
+class _Percentiles:
+    """SQLite aggregate percentiles(value, "f1,f2,...") -> "p1,p2,...": one sort for every fraction."""
+
+    def __init__(self):
+        self.values: list[float] = []
+        self.fractions = ""
+
+    def step(self, value, fractions):
+        if value is not None:
+            self.values.append(value)
+            self.fractions = fractions
+
+    def finalize(self):
+        if not self.values:
+            return None
+        self.values.sort()
+        return ",".join(repr(percentile_cont(self.values, float(f), presorted=True))
+                        for f in self.fractions.split(","))
+
+
+def percentile_cont(values: list[float], fraction: float, *, presorted: bool = False) -> float | None:
     """PostgreSQL's percentile_cont: interpolate between the two nearest ranks."""
     if not values:
         return None
-    ordered = sorted(values)
+    ordered = values if presorted else sorted(values)
     position = fraction * (len(ordered) - 1)
     below = int(position)
     above = min(below + 1, len(ordered) - 1)
@@ -54,4 +74,5 @@ def register_sqlite_functions(sender, connection, **kwargs) -> None:
         return
     raw = connection.connection
     raw.create_aggregate("percentile_cont", 2, _PercentileCont)
+    raw.create_aggregate("percentiles", 2, _Percentiles)
     raw.create_collation("C", _compare_bytes)

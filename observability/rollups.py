@@ -8,15 +8,25 @@ policies can walk `CATALOGUE` to find every relation and its width.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import Case, DateTimeField, F, FloatField, Func, IntegerField, Q, Value, When
+from django.db.models.functions import Cast, Floor, Least, Ln
 
 from observability import db
-from observability.models import ApiRequest, ApiRequestDaily, ApiRequestHourly
+from observability.models import (
+    ApiRequest,
+    ApiRequestDaily,
+    ApiRequestHourly,
+    LatencyDaily,
+    LatencyHourly,
+    ServiceLatencyDaily,
+    ServiceLatencyHourly,
+)
 
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
@@ -45,7 +55,7 @@ class Rollup:
     """
 
     relation: str
-    kind: str  # "raw" | "counts"
+    kind: str  # "raw" | "counts" | "histogram"
     width: timedelta | None
     series: tuple[str, ...]
     source: str | None
@@ -60,6 +70,17 @@ CATALOGUE: tuple[Rollup, ...] = (
            Refresh(HOUR, timedelta(minutes=5))),
     Rollup("apirequest_daily", "counts", DAY, ("service", "endpoint"), RAW, ApiRequestDaily,
            Refresh(DAY, HOUR)),
+    # Latency histograms (TimescaleDB only: elsewhere approx percentiles are computed exactly).
+    # The daily ones are built on the hourly ones, so they come after them: refreshes follow
+    # catalogue order.
+    Rollup("apirequest_latency_hourly", "histogram", HOUR, ("service", "endpoint"), RAW, LatencyHourly,
+           Refresh(HOUR, timedelta(minutes=5))),
+    Rollup("apirequest_service_latency_hourly", "histogram", HOUR, ("service",), RAW, ServiceLatencyHourly,
+           Refresh(HOUR, timedelta(minutes=5))),
+    Rollup("apirequest_latency_daily", "histogram", DAY, ("service", "endpoint"), "apirequest_latency_hourly",
+           LatencyDaily, Refresh(DAY, HOUR)),
+    Rollup("apirequest_service_latency_daily", "histogram", DAY, ("service",),
+           "apirequest_service_latency_hourly", ServiceLatencyDaily, Refresh(DAY, HOUR)),
 )
 BY_RELATION = {rollup.relation: rollup for rollup in CATALOGUE}
 
@@ -67,6 +88,73 @@ BY_RELATION = {rollup.relation: rollup for rollup in CATALOGUE}
 def aggregates() -> tuple[Rollup, ...]:
     """Every rollup built over the raw events (everything in the catalogue but the raw table)."""
     return tuple(rollup for rollup in CATALOGUE if rollup.kind != "raw")
+
+
+@dataclass(frozen=True)
+class Family:
+    """An hourly rollup and the daily one that serves whole days of the same series."""
+
+    hourly: Rollup
+    daily: Rollup
+
+
+COUNTS = Family(BY_RELATION["apirequest_hourly"], BY_RELATION["apirequest_daily"])
+LATENCY = Family(BY_RELATION["apirequest_latency_hourly"], BY_RELATION["apirequest_latency_daily"])
+SERVICE_LATENCY = Family(BY_RELATION["apirequest_service_latency_hourly"],
+                         BY_RELATION["apirequest_service_latency_daily"])
+
+
+def fast_rollups() -> bool:
+    """Whether reading the rollups beats reading raw: only where they are materialized.
+
+    Elsewhere (PostgreSQL without TimescaleDB, SQLite) they are plain views over the raw
+    table, and a view that groups by hour costs more than the raw scan it hides.
+    """
+    return db.rollups_are_continuous()
+
+
+def has_histograms() -> bool:
+    """Whether this database keeps the latency histograms (TimescaleDB continuous aggregates)."""
+    return db.rollups_are_continuous()
+
+
+# --- Latency histograms: bins of relative width γ ---------------------------------------------
+
+GAMMA = 1.02
+# Reporting the midpoint 2γ^(k+1)/(γ+1) of bin [γ^k, γ^(k+1)) is off by at most (γ-1)/(γ+1)
+# of the true value, and so is any interpolation between two such values.
+MAX_RELATIVE_ERROR = (GAMMA - 1) / (GAMMA + 1)
+CAP_MS = 86_400_000.0  # latencies stored above the ingest limit count as this much
+ZERO_BIN = -32768  # latencies below 0.01 ms, reported as 0
+ZERO_BELOW_MS = 0.01
+
+
+def capped_latency():
+    """latency_ms, with anything above CAP_MS (rows stored before the cap) counted as CAP_MS."""
+    return Least(F("latency_ms"), Value(CAP_MS))
+
+
+def bin_expression():
+    """The histogram bin of a raw row, as migration 0005 computes it (PostgreSQL)."""
+    ln_gamma = Ln(Cast(Value(GAMMA), FloatField()))
+    return Case(
+        When(latency_ms__lt=ZERO_BELOW_MS, then=Value(ZERO_BIN)),
+        default=Floor(Ln(capped_latency()) / ln_gamma),
+        output_field=IntegerField(),
+    )
+
+
+def bin_of(latency_ms: float) -> int:
+    if latency_ms < ZERO_BELOW_MS:
+        return ZERO_BIN
+    return math.floor(math.log(min(latency_ms, CAP_MS)) / math.log(GAMMA))
+
+
+def bin_value(index: int) -> float:
+    """The value a bin stands for: its midpoint, or 0 for the zero bin."""
+    if index == ZERO_BIN:
+        return 0.0
+    return 2 * GAMMA ** (index + 1) / (GAMMA + 1)
 
 
 # --- Bucket arithmetic (UTC, half-open) -----------------------------------------------------
@@ -83,27 +171,60 @@ def ceil(value: datetime, width: timedelta) -> datetime:
     return start if start == value else start + width
 
 
+class BucketStart(Func):
+    """The start of the UTC bucket of `width` holding a timestamp, in SQL.
+
+    SQLite: a prefix of the stored text, which Django writes as "YYYY-MM-DD HH:MM:SS[.ffffff]"
+    in UTC (Django's Trunc calls a Python function per row there; strftime's format would
+    need "%" escaped through two layers of formatting).
+    PostgreSQL: the date_bin expression the plain-view migrations index.
+    """
+
+    output_field = DateTimeField()
+    _WIDTHS = {HOUR: ("1 hour", 13, ":00:00"), DAY: ("1 day", 10, " 00:00:00")}
+
+    def __init__(self, expression, width: timedelta):
+        # Whitelisted constants, never client text.
+        self.interval, self.prefix, self.suffix = self._WIDTHS[width]
+        super().__init__(expression)
+
+    def as_sqlite(self, compiler, connection, **extra):
+        template = f"(substr(%(expressions)s, 1, {self.prefix}) || '{self.suffix}')"
+        return self.as_sql(compiler, connection, template=template, **extra)
+
+    def as_postgresql(self, compiler, connection, **extra):
+        return self.as_sql(
+            compiler, connection,
+            template=f"date_bin(INTERVAL '{self.interval}', %(expressions)s, TIMESTAMPTZ '2000-01-01 00:00:00+00')",
+            **extra,
+        )
+
+
 # --- Watermarks ------------------------------------------------------------------------------
 
 NOTHING_MATERIALIZED = datetime(1, 1, 1, tzinfo=UTC)
 
 
-def watermark(relation: str, using=connection) -> datetime | None:
-    """The end of what a continuous aggregate has materialized, or None when nothing is."""
+def watermarks(relations: Iterable[str], using=connection) -> dict[str, datetime | None]:
+    """The end of what each continuous aggregate has materialized (None: nothing), in one query."""
+    relations = list(relations)
     with using.cursor() as cursor:
         # Before the first refresh the watermark is the start of time (4714 BC), which Python
         # can't hold: that reads as "nothing materialized".
         cursor.execute(
-            "SELECT NULLIF(GREATEST(w, '0001-01-01'::timestamptz), '0001-01-01'::timestamptz)"
-            " FROM (SELECT _timescaledb_functions.to_timestamp("
+            "SELECT user_view_name, NULLIF(GREATEST(w, '0001-01-01'::timestamptz), '0001-01-01'::timestamptz)"
+            " FROM (SELECT user_view_name, _timescaledb_functions.to_timestamp("
             "_timescaledb_functions.cagg_watermark(mat_hypertable_id)) AS w"
-            " FROM _timescaledb_catalog.continuous_agg WHERE user_view_name = %s) AS watermark",
-            [relation],
+            " FROM _timescaledb_catalog.continuous_agg WHERE user_view_name = ANY(%s)) AS marks",
+            [relations],
         )
-        row = cursor.fetchone()
-    if row is None or row[0] is None:
-        return None
-    return row[0]
+        found = dict(cursor.fetchall())
+    return {relation: found.get(relation) for relation in relations}
+
+
+def watermark(relation: str, using=connection) -> datetime | None:
+    """The end of what a continuous aggregate has materialized, or None when nothing is."""
+    return watermarks([relation], using)[relation]
 
 
 def cutoff(relation: str, using=connection) -> datetime | None:
@@ -160,10 +281,12 @@ def _refresh_buckets(times: list[datetime]) -> int:
         return 0
     earliest = min(times)
     calls = 0
+    # One round trip for every watermark: this runs after every ingest batch.
+    marks = watermarks(rollup.relation for rollup in aggregates())
     # Catalogue order: a hierarchical aggregate comes after its source, so it re-reads buckets
     # the source has just re-materialized.
     for rollup in aggregates():
-        mark = watermark(rollup.relation)
+        mark = marks[rollup.relation]
         if mark is None or earliest >= mark:
             continue  # the common case: nothing written below what is materialized
         stale = sorted({(t - EPOCH) // rollup.width for t in times if t < mark})
@@ -189,7 +312,7 @@ def _runs(sorted_ints: list[int]) -> list[tuple[int, int]]:
 Piece = tuple[type, "datetime | None", "datetime | None"]
 
 
-def plan(filters: dict) -> tuple[list[Piece], list[Q]] | None:
+def plan(filters: dict, family: Family = COUNTS) -> tuple[list[Piece], list[Q]] | None:
     """Pieces that cover [start, end) exactly: rollup ranges (model, lo, hi) and raw edges.
 
     Whole days come from the daily rollup, the whole hours around them from the hourly one,
@@ -206,24 +329,43 @@ def plan(filters: dict) -> tuple[list[Piece], list[Q]] | None:
         return None  # a range at the very end of the calendar: the raw table answers it
     if hour_lo is not None and hour_hi is not None and hour_lo >= hour_hi:
         return None
-    mark = cutoff("apirequest_daily")
+    hourly, daily = family.hourly.model, family.daily.model
+    mark = cutoff(family.daily.relation)
     if mark is not None:
         # Days past the daily aggregate's watermark would be aggregated from raw events at
         # query time (real-time aggregation): read them from the hourly one instead.
         day_hi = mark if day_hi is None else min(day_hi, mark)
     use_days = (day_hi is None or day_lo is None or day_lo < day_hi) and day_hi != NOTHING_MATERIALIZED
     if not use_days:
-        pieces = [(ApiRequestHourly, hour_lo, hour_hi)]
+        pieces = [(hourly, hour_lo, hour_hi)]
     else:
         # A month is read as 30 daily rows per series instead of 720 hourly ones.
-        pieces = [(ApiRequestDaily, day_lo, day_hi)]
+        pieces = [(daily, day_lo, day_hi)]
         if hour_lo is not None and hour_lo < day_lo:
-            pieces.append((ApiRequestHourly, hour_lo, day_lo))
+            pieces.append((hourly, hour_lo, day_lo))
         if day_hi is not None and (hour_hi is None or day_hi < hour_hi):
-            pieces.append((ApiRequestHourly, day_hi, hour_hi))
+            pieces.append((hourly, day_hi, hour_hi))
     edges = []
     if start is not None and start < hour_lo:
         edges.append(Q(time__gte=start, time__lt=hour_lo))
     if end is not None and hour_hi < end:
         edges.append(Q(time__gte=hour_hi, time__lt=end))
     return pieces, edges
+
+
+def bucket_plan(
+    width: timedelta, start: datetime, end: datetime, family: Family = COUNTS,
+) -> list[tuple[type, datetime, datetime, bool]]:
+    """Pieces (model, lo, hi, regroup) that give every bucket of `width` in [start, end).
+
+    `start` and `end` are bucket starts. Hours come from the hourly rollup; days from the daily
+    one up to its watermark and from the hourly one, regrouped by day (`regroup`), past it.
+    """
+    if width == HOUR:
+        return [(family.hourly.model, start, end, False)]
+    mark = cutoff(family.daily.relation)
+    if mark is None or mark >= end:
+        return [(family.daily.model, start, end, False)]
+    mark = max(floor(mark, DAY), start)
+    pieces = [(family.daily.model, start, mark, False)] if start < mark else []
+    return pieces + [(family.hourly.model, mark, end, True)]

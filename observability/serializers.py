@@ -4,7 +4,7 @@ Event fields are checked by `ingest.validate_fields`, the same rules the bulk en
 so a single POST and a bulk ingest accept and reject exactly the same input.
 """
 
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 from django.utils import timezone
 from rest_framework import serializers
@@ -32,6 +32,7 @@ class StrictParamSerializer(serializers.Serializer):
 
 class KpiParamSerializer(serializers.Serializer):
     with_p95 = serializers.BooleanField(required=False, default=True)
+    precision = serializers.ChoiceField(choices=analytics.PRECISIONS, required=False, default="exact")
 
 
 class TopEndpointsParamSerializer(serializers.Serializer):
@@ -39,6 +40,27 @@ class TopEndpointsParamSerializer(serializers.Serializer):
     order = serializers.ChoiceField(choices=("desc", "asc"), required=False, default="desc")
     limit = serializers.IntegerField(min_value=1, max_value=1000, required=False, default=10)
     with_p95 = serializers.BooleanField(required=False, default=False)
+    precision = serializers.ChoiceField(choices=analytics.PRECISIONS, required=False, default="exact")
+
+
+class TimeseriesParamSerializer(serializers.Serializer):
+    """`/timeseries/`: the interval, the series, a window on the bucket start, and the percentiles."""
+
+    interval = serializers.ChoiceField(choices=tuple(analytics.INTERVALS))
+    service = serializers.CharField(required=False, default="")
+    endpoint = serializers.CharField(required=False, default="")
+    start = serializers.DateTimeField(required=False, default=None, default_timezone=UTC)
+    end = serializers.DateTimeField(required=False, default=None, default_timezone=UTC)
+    with_p95 = serializers.BooleanField(required=False, default=True)
+    precision = serializers.ChoiceField(choices=analytics.PRECISIONS, required=False, default="exact")
+
+    def validate(self, attrs):
+        try:
+            attrs["start"], attrs["end"] = analytics.timeseries_window(attrs["interval"], attrs["start"], attrs["end"])
+        except ValueError as exc:
+            name, _, message = str(exc).partition(": ")
+            raise serializers.ValidationError({name: [message]}) from None
+        return attrs
 
 
 class SeriesParamSerializer(serializers.Serializer):

@@ -15,6 +15,7 @@ from observability.serializers import (
     KpiParamSerializer,
     SeriesParamSerializer,
     StrictParamSerializer,
+    TimeseriesParamSerializer,
     TopEndpointsParamSerializer,
     query_params,
 )
@@ -72,8 +73,9 @@ class ApiRequestViewSet(viewsets.ModelViewSet):
             code = status.HTTP_200_OK
         return Response(result.as_dict(), status=code)
 
-    def _rollup(self, request, queryset):
-        rows = analytics.rollup_rows(queryset=_filterset(RollupFilter, request, queryset).qs)
+    def _rollup(self, request, queryset, interval):
+        filterset = _filterset(RollupFilter, request, queryset)
+        rows = analytics.rollup_rows(queryset=filterset.qs, filters=filterset.form.cleaned_data, interval=interval)
         # The rows are already the contract's shape (values() dicts; DRF's encoder writes
         # datetimes as ...Z): a field serializer would only cost ~25 ms per 1000 rows.
         return self.get_paginated_response(self.paginate_queryset(rows))
@@ -81,16 +83,16 @@ class ApiRequestViewSet(viewsets.ModelViewSet):
     @action(detail=False, methods=["get"])
     def hourly(self, request):
         """One row per hour x service x endpoint."""
-        return self._rollup(request, analytics.hourly_queryset())
+        return self._rollup(request, analytics.hourly_queryset(), "hour")
 
     @action(detail=False, methods=["get"])
     def daily(self, request):
         """One row per day x service x endpoint."""
-        return self._rollup(request, analytics.daily_queryset())
+        return self._rollup(request, analytics.daily_queryset(), "day")
 
     @action(detail=False, methods=["get"])
     def kpis(self, request):
-        """Hits, errors, error rate and latency (avg, max, exact p95) over the filtered events."""
+        """Hits, errors, error rate and latency (avg, max, p50/p90/p95/p99) over the filtered events."""
         params = query_params(KpiParamSerializer, request)
         filterset = _filterset(ApiRequestFilter, request, ApiRequest.objects.all())
         return Response(analytics.kpis(
@@ -107,6 +109,12 @@ class ApiRequestViewSet(viewsets.ModelViewSet):
             queryset=filterset.qs, filters=filterset.form.cleaned_data,
             used_filters=filterset.used_filters(), **params,
         ))
+
+    @action(detail=False, methods=["get"])
+    def timeseries(self, request):
+        """One row per hour or day: counts, avg/max latency and four percentiles."""
+        params = query_params(TimeseriesParamSerializer, request)
+        return Response(analytics.timeseries(**params))
 
     @action(detail=False, methods=["get"])
     def series(self, request):

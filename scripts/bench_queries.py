@@ -10,7 +10,11 @@ preloaded where it is installed, `APM_TIMESCALE=off make bench` for plain Postgr
      checks that the API and the baseline SQL return the same numbers, then times both
      (median and p95 over --calls calls, at least 3 calls and fewer only when one side's
      calls exceed --budget seconds in all: the table says how many ran);
-  4. on TimescaleDB, times a rollup refresh after one new hour of data and after 1% late
+  4. measures the error of approx percentiles: for many windows (aligned and unaligned, 1 h to
+     30 d) and filters (global, every service, the 50 largest endpoints), every approx
+     percentile of /kpis/ against exact percentile_cont on the same events; prints the max,
+     which must stay within (γ-1)/(γ+1) = 0.990099%;
+  5. on TimescaleDB, times a rollup refresh after one new hour of data and after 1% late
      data spread over the previous 14 days (both added with plain SQL, then deleted again).
 
 Results: reports/bench_queries.md (a table) and reports/bench_queries.json.
@@ -23,6 +27,7 @@ import json
 import math
 import os
 import platform
+import random
 import statistics
 import sys
 import time
@@ -43,22 +48,45 @@ RAW = "observability_apirequest"
 
 # --- The queries: (name, API path + params, baseline SQL, how to compare) ---------------------
 
+BOUND = (1.02 - 1) / (1.02 + 1)  # the histograms' stated relative error
+ENDPOINT = "/api/v1/r0/{id}"  # the busiest endpoint of SERVICE
+FOUR = ", ".join(f"percentile_cont({f}) WITHIN GROUP (ORDER BY latency_ms)" for f in (0.5, 0.9, 0.95, 0.99))
+PERCENTILE_KEYS = ("p50_latency_ms", "p90_latency_ms", "p95_latency_ms", "p99_latency_ms")
 
-def kpi_sql(extra: str = "", p95: bool = False) -> str:
+
+def kpi_sql(extra: str = "", p95: bool = False, four: bool = False) -> str:
     return (
         "SELECT count(*), count(*) FILTER (WHERE status_code >= 500), avg(latency_ms), max(latency_ms)"
         + (", percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms)" if p95 else "")
+        + (f", {FOUR}" if four else "")
         + f" FROM {RAW} WHERE time >= %(start)s AND time < %(end)s {extra}"
     )
 
 
-def top_sql(p95: bool) -> str:
+def top_sql(p95: bool, four: bool = False) -> str:
     return (
         "SELECT service, endpoint, count(*) AS hits, count(*) FILTER (WHERE status_code >= 500),"
         " avg(latency_ms), max(latency_ms)"
         + (", percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms)" if p95 else "")
+        + (f", {FOUR}" if four else "")
         + f" FROM {RAW} WHERE time >= %(start)s AND time < %(end)s"
         " GROUP BY service, endpoint ORDER BY hits DESC, service, endpoint LIMIT 10"
+    )
+
+
+def by_p95_sql() -> str:
+    return (
+        "SELECT service, endpoint, count(*), percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms) AS p95"
+        f" FROM {RAW} WHERE time >= %(start)s AND time < %(end)s GROUP BY service, endpoint"
+        " ORDER BY p95 DESC, service, endpoint LIMIT 1000"
+    )
+
+
+def series_sql() -> str:
+    return (
+        "SELECT date_bin(INTERVAL '1 hour', time, TIMESTAMPTZ '2000-01-01') AS bucket, count(*),"
+        f" count(*) FILTER (WHERE status_code >= 500), avg(latency_ms), max(latency_ms), {FOUR}"
+        f" FROM {RAW} WHERE time >= %(start)s AND time < %(end)s GROUP BY 1 ORDER BY 1"
     )
 
 
@@ -75,6 +103,8 @@ def rollup_sql(width: str) -> str:
 KPI_KEYS = ("hits", "errors", "avg_latency_ms", "max_latency_ms")
 TOP_KEYS = ("service", "endpoint", "hits", "errors", "avg_latency_ms", "max_latency_ms")
 ROLLUP_KEYS = ("bucket", "endpoint", "hits", "errors", "avg_latency_ms", "max_latency_ms", "p95_latency_ms")
+SERIES_KEYS = ("bucket", "hits", "errors", "avg_latency_ms", "max_latency_ms", *PERCENTILE_KEYS)
+APPROX = {"precision": "approx"}
 
 QUERIES = [
     ("kpis, rollup filters, no p95", "/api/requests/kpis/", {"with_p95": "false"}, kpi_sql(), "kpi", KPI_KEYS),
@@ -89,30 +119,54 @@ QUERIES = [
      rollup_sql("1 hour"), "rollup", ROLLUP_KEYS),
     (f"daily, one service ({SERVICE})", "/api/requests/daily/", {"service": SERVICE, "page_size": "1000"},
      rollup_sql("1 day"), "rollup", ROLLUP_KEYS),
+    ("kpis, exact p50/p90/p95/p99", "/api/requests/kpis/", {}, kpi_sql(four=True), "kpi",
+     (*KPI_KEYS, *PERCENTILE_KEYS)),
+    ("kpis, approx percentiles, global", "/api/requests/kpis/", APPROX, kpi_sql(four=True), "kpi~",
+     (*KPI_KEYS, *PERCENTILE_KEYS)),
+    (f"kpis, approx percentiles, one service ({SERVICE})", "/api/requests/kpis/", {**APPROX, "service": SERVICE},
+     kpi_sql("AND service = %(service)s", four=True), "kpi~", (*KPI_KEYS, *PERCENTILE_KEYS)),
+    ("kpis, approx percentiles, one endpoint", "/api/requests/kpis/",
+     {**APPROX, "service": SERVICE, "endpoint": ENDPOINT},
+     kpi_sql("AND service = %(service)s AND endpoint = %(endpoint)s", four=True), "kpi~",
+     (*KPI_KEYS, *PERCENTILE_KEYS)),
+    ("top-endpoints, approx percentiles", "/api/requests/top-endpoints/", {**APPROX, "with_p95": "true"},
+     top_sql(False, four=True), "top~", (*TOP_KEYS, *PERCENTILE_KEYS)),
+    ("top-endpoints, sort by approx p95, all series", "/api/requests/top-endpoints/",
+     {**APPROX, "sort": "p95_latency_ms", "limit": "1000"}, by_p95_sql(), "rank~",
+     ("service", "endpoint", "hits", "p95_latency_ms")),
+    ("timeseries hourly, approx", "/api/requests/timeseries/", {**APPROX, "interval": "hour"}, series_sql(),
+     "series~", SERIES_KEYS),
+    ("timeseries hourly, exact", "/api/requests/timeseries/", {"interval": "hour"}, series_sql(), "series",
+     SERIES_KEYS),
 ]
 
 
 def api_rows(kind: str, body: dict, keys: tuple) -> list[tuple]:
+    kind = kind.rstrip("~")
     if kind == "kpi":
         return [tuple(body[k] for k in keys)]
     rows = body["results"]
-    if kind == "rollup":
+    if kind == "rank":
+        # An approx ranking may order near-ties differently: compare as a set of series.
+        return sorted(tuple(r[k] for k in keys) for r in rows)
+    if kind in ("rollup", "series"):
         return [tuple(datetime.fromisoformat(r[k].replace("Z", "+00:00")) if k == "bucket" else r[k]
                       for k in keys) for r in rows]
     return [tuple(r[k] for k in keys) for r in rows]
 
 
-def same(a: list[tuple], b: list[tuple]) -> str | None:
-    """None when both row lists agree (floats to 1e-9 relative), else what differs."""
+def same(a: list[tuple], b: list[tuple], tolerances: list[float] | None = None) -> str | None:
+    """None when both row lists agree (floats to 1e-9 relative, or the column's tolerance)."""
     if len(a) != len(b):
         return f"{len(a)} rows vs {len(b)}"
     for i, (x, y) in enumerate(zip(a, b, strict=True)):
-        for u, v in zip(x, y, strict=True):
+        for j, (u, v) in enumerate(zip(x, y, strict=True)):
+            tolerance = tolerances[j] if tolerances else 1e-9
             if isinstance(u, float) or isinstance(v, float):
                 if u is None or v is None:
                     if u is not v:
                         return f"row {i}: {x} vs {y}"
-                elif not math.isclose(u, v, rel_tol=1e-9, abs_tol=1e-9):
+                elif not math.isclose(u, v, rel_tol=tolerance * (1 + 1e-9), abs_tol=1e-9):
                     return f"row {i}: {x} vs {y}"
             elif u != v:
                 return f"row {i}: {x} vs {y}"
@@ -163,6 +217,8 @@ def main() -> int:
                         help="seconds per query and side after which fewer calls are made (default 60)")
     parser.add_argument("--windows", default="1h,24h,7d,30d", help="comma-separated (default 1h,24h,7d,30d)")
     parser.add_argument("--only", default="", help="run only the queries whose name contains this text")
+    parser.add_argument("--error-windows", type=int, default=4,
+                        help="random windows per filter in the approx error sweep (default 4; 0 skips it)")
     parser.add_argument("--output", default=str(ROOT / "reports" / "bench_queries"),
                         help="path prefix of the .md and .json reports")
     args = parser.parse_args()
@@ -201,7 +257,7 @@ def main() -> int:
                 if args.only not in name:
                     continue
                 query = urlencode({**params, "start": start.isoformat(), "end": end.isoformat()})
-                bind = {"start": start, "end": end, "service": SERVICE}
+                bind = {"start": start, "end": end, "service": SERVICE, "endpoint": ENDPOINT}
                 if kind == "rollup":
                     # The rollup endpoints filter on the bucket start: whole buckets from the
                     # first one that starts at or after `start` to the last before `end`.
@@ -222,7 +278,11 @@ def main() -> int:
                         return cursor.fetchall()
 
                 body = call_api()
-                difference = same(api_rows(kind, body, keys), [tuple(row) for row in call_sql()])
+                sql_rows = [tuple(row) for row in call_sql()]
+                if kind == "rank~":
+                    sql_rows.sort()
+                tolerances = [BOUND if k in PERCENTILE_KEYS and kind.endswith("~") else 1e-9 for k in keys]
+                difference = same(api_rows(kind, body, keys), sql_rows, tolerances)
                 if difference:
                     print(f"MISMATCH {label} {name}: {difference}")
                     return 1
@@ -243,6 +303,7 @@ def main() -> int:
                       f"  x{row['speedup']:.1f}  ({len(api_times)}/{len(sql_times)} calls, same numbers)", flush=True)
         http.close()
 
+    errors = approx_errors(raw, end, args)
     refreshes = []
     if continuous:
         with connection.cursor() as cursor:
@@ -273,7 +334,7 @@ def main() -> int:
         "when": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine(), "database": database,
         "rollups": "continuous aggregates" if continuous else "plain views", "events": total,
         "end": end.isoformat(), "calls": args.calls, "budget_s": args.budget, "results": results,
-        "refreshes": refreshes,
+        "refreshes": refreshes, "approx_error": errors,
     }
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -281,6 +342,54 @@ def main() -> int:
     out.with_suffix(".md").write_text(markdown(report))
     print(f"\nwrote {out.with_suffix('.md')} and {out.with_suffix('.json')}")
     return 0
+
+
+def approx_errors(raw, end: datetime, args) -> dict:
+    """The max relative error of approx /kpis/ percentiles against exact percentile_cont."""
+    if not args.error_windows:
+        return {}
+    from django.test import Client
+
+    client = Client()
+    rng = random.Random(args.seed)
+    with raw.cursor() as cursor:
+        cursor.execute(f"SELECT DISTINCT service FROM {RAW} WHERE time >= %s ORDER BY 1", [end - timedelta(days=1)])
+        services = [row[0] for row in cursor.fetchall()]
+        cursor.execute(f"SELECT service, endpoint FROM {RAW} WHERE time >= %s GROUP BY 1, 2 ORDER BY count(*) DESC"
+                       " LIMIT 50", [end - timedelta(days=1)])
+        endpoints = cursor.fetchall()
+    filters = [{}] + [{"service": s} for s in services] + [{"service": s, "endpoint": e} for s, e in endpoints]
+    lengths = [timedelta(hours=1), timedelta(hours=5), timedelta(days=1), timedelta(days=7), timedelta(days=30)]
+    worst = {"error": 0.0}
+    checked = 0
+    began = time.perf_counter()
+    for chosen in filters:
+        for i in range(args.error_windows if chosen else 5 * args.error_windows):
+            length = lengths[i % len(lengths)] if chosen else lengths[i % len(lengths)]
+            stop = end - timedelta(seconds=rng.randrange(int((timedelta(days=30) - length).total_seconds()) + 1))
+            if i % 2 == 0:  # aligned to the hour
+                stop = ceil_to(stop, timedelta(hours=1))
+            start = stop - length
+            where = " AND ".join([f"{k} = %({k})s" for k in chosen] + ["time >= %(start)s", "time < %(end)s"])
+            with raw.cursor() as cursor:
+                cursor.execute(f"SELECT {FOUR} FROM {RAW} WHERE {where}", {**chosen, "start": start, "end": stop})
+                exact = cursor.fetchone()
+            if exact[0] is None:
+                continue
+            body = client.get("/api/requests/kpis/", {**chosen, "start": start.isoformat(), "end": stop.isoformat(),
+                                                      "precision": "approx"}, HTTP_HOST="localhost").json()
+            for key, want in zip(PERCENTILE_KEYS, exact, strict=True):
+                error = abs(body[key] - want) / want if want else abs(body[key])
+                checked += 1
+                if error > worst["error"]:
+                    worst = {"error": error, "key": key, "filters": chosen, "start": start.isoformat(),
+                             "end": stop.isoformat(), "approx": body[key], "exact": want,
+                             "precision": body["precision"]}
+    worst.update(checked=checked, filters=len(filters), seconds=round(time.perf_counter() - began, 1),
+                 bound=BOUND)
+    print(f"approx error sweep: {checked:,} percentiles over {len(filters)} filters, max relative error "
+          f"{worst['error'] * 100:.6f}% (bound {BOUND * 100:.6f}%)", flush=True)
+    return worst
 
 
 def markdown(report: dict) -> str:
@@ -299,6 +408,12 @@ def markdown(report: dict) -> str:
             f"{r['sql_median_ms']:.1f} | {r['sql_p95_ms']:.1f} | {r['speedup']:.1f}x | "
             f"{r['api_calls']}/{r['sql_calls']} |"
         )
+    if report.get("approx_error"):
+        e = report["approx_error"]
+        lines += ["", f"Approx percentiles: {e['checked']:,} percentiles of /kpis/ over {e['filters']} filters "
+                  f"(global, every service, the 50 largest endpoints) and random windows of 1 h to 30 d, "
+                  f"aligned and unaligned: max relative error {e['error'] * 100:.6f}% "
+                  f"(bound {e['bound'] * 100:.6f}%)."]
     if report["refreshes"]:
         lines += ["", "| refresh after | rollup | seconds |", "|---|---|---:|"]
         lines += [f"| {r['after']} | {r['rollup']} | {r['seconds']:.2f} |" for r in report["refreshes"]]

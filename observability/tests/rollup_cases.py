@@ -140,7 +140,7 @@ class LateDataChecks(_RollupCase):
             rollups.refresh(relation, None, None)
 
     def materialize(self):
-        for relation in [r.relation for r in rollups.aggregates()]:
+        for relation in ("apirequest_hourly", "apirequest_daily"):
             call_command(f"refresh_{relation}", stdout=open("/dev/null", "w"))  # noqa: SIM115
 
     def rows(self):

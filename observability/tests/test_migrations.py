@@ -4,12 +4,18 @@ from django.core.management import call_command
 from django.db import connection
 from django.test import TransactionTestCase
 
-from observability import db
+from observability import db, rollups
 from observability.models import ApiRequest
 from observability.tests.utils import make_events, post_ingest
 
 
 class MigrationTests(TransactionTestCase):
+    def tearDown(self):
+        # Migrating forward materializes history into the continuous aggregates, which the
+        # flush after this test does not empty: delete and refresh so later tests start clean.
+        ApiRequest.objects.all().delete()
+        rollups.refresh_all(None, None)
+
     def rollup_relations(self):
         with connection.cursor() as cursor:
             names = {info.name for info in connection.introspection.get_table_list(cursor)}
@@ -35,3 +41,48 @@ class MigrationTests(TransactionTestCase):
         self.assertEqual(db.is_hypertable("observability_apirequest"), was_hypertable)
         hourly = self.client.get("/api/requests/hourly/", {"page_size": 1000}).json()["results"]
         self.assertEqual(sum(row["hits"] for row in hourly), 201)
+
+    def test_migrating_back_to_0003_and_forward_again_rebuilds_rollups_and_histograms(self):
+        histograms = {r.relation for r in rollups.aggregates() if r.kind == "histogram"}
+        post_ingest(self.client, make_events(120))
+        call_command("migrate", "observability", "0003", verbosity=0)
+        self.assertEqual(self.relations() & histograms, set())
+        self.assertEqual(self.rollup_relations(), {"apirequest_hourly", "apirequest_daily"})
+        self.assertEqual(sum(r["hits"] for r in self.client.get("/api/requests/daily/").json()["results"]), 120)
+        call_command("migrate", "observability", verbosity=0)
+        self.assertEqual(self.relations() & histograms, histograms if db.rollups_are_continuous() else set())
+        body = self.client.get("/api/requests/kpis/", {"precision": "approx"}).json()
+        self.assertEqual((body["hits"], body["precision"]),
+                         (120, "approx" if db.rollups_are_continuous() else "exact"))
+
+    def relations(self):
+        with connection.cursor() as cursor:
+            return {info.name for info in connection.introspection.get_table_list(cursor)}
+
+
+class SqliteSchemaTests(TransactionTestCase):
+    def test_the_plain_sqlite3_module_reads_and_writes_every_relation(self):
+        if connection.vendor != "sqlite":
+            self.skipTest(f"checks the SQLite schema ({db.describe()} is not SQLite)")
+        import sqlite3
+
+        events = make_events(150)
+        post_ingest(self.client, events)
+        connection.ensure_connection()
+        plain = sqlite3.connect(":memory:")  # no collation, no function of this project
+        connection.connection.backup(plain)
+        schema = " ".join(sql for (sql,) in plain.execute("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL"))
+        self.assertNotIn('COLLATE "C"', schema)
+        plain.execute(
+            "INSERT INTO observability_apirequest (time, service, endpoint, method, status_code, latency_ms,"
+            " trace_id, user_ref) VALUES ('2026-03-02 10:00:00', 'plain', '/x', 'GET', 200, 1.5, '', '')"
+        )
+        self.assertEqual(plain.execute("SELECT count(*) FROM observability_apirequest"
+                                       " WHERE service = 'plain' ORDER BY endpoint").fetchone(), (1,))
+        api = self.client.get("/api/requests/hourly/", {"page_size": 1000}).json()["results"]
+        rows = plain.execute("SELECT service, endpoint, hits, p95_latency_ms FROM apirequest_hourly"
+                             " WHERE service <> 'plain' ORDER BY bucket, service, endpoint").fetchall()
+        self.assertEqual([(r[0], r[1], r[2]) for r in rows], [(r["service"], r["endpoint"], r["hits"]) for r in api])
+        for got, want in zip(rows, api, strict=True):
+            self.assertAlmostEqual(got[3], want["p95_latency_ms"])
+        self.assertEqual(plain.execute("SELECT sum(hits) FROM apirequest_daily").fetchone(), (151,))

@@ -4,10 +4,19 @@ from datetime import timedelta
 from django.test import TestCase
 
 from observability import ingest
-from observability.tests.utils import BASE_TIME, iso, make_event, make_events, parse_time, summarize
+from observability.tests.utils import (
+    BASE_TIME,
+    PERCENTILES,
+    fast_source,
+    iso,
+    make_event,
+    make_events,
+    parse_time,
+    summarize_all,
+)
 
 URL = "/api/requests/top-endpoints/"
-SORT_KEYS = ("hits", "errors", "error_rate", "avg_latency_ms", "max_latency_ms", "p95_latency_ms")
+SORT_KEYS = ("hits", "errors", "error_rate", "avg_latency_ms", "max_latency_ms", *PERCENTILES)
 
 
 def ranking(events, sort="hits", order="desc", limit=10):
@@ -15,7 +24,7 @@ def ranking(events, sort="hits", order="desc", limit=10):
     groups = defaultdict(list)
     for e in events:
         groups[(e["service"], e["endpoint"])].append(e)
-    rows = [{"service": s, "endpoint": ep, **summarize(g)} for (s, ep), g in groups.items()]
+    rows = [{"service": s, "endpoint": ep, **summarize_all(g)} for (s, ep), g in groups.items()]
     rows.sort(key=lambda r: (r["service"], r["endpoint"]))
     rows.sort(key=lambda r: r[sort], reverse=order == "desc")
     return rows[:limit]
@@ -40,15 +49,15 @@ class TopEndpointsTests(TestCase):
                          [(r["service"], r["endpoint"]) for r in want])
         keys = {"service", "endpoint", "hits", "errors", "error_rate", "avg_latency_ms", "max_latency_ms"}
         for g, w in zip(got, want, strict=True):
-            self.assertEqual(set(g), keys | ({"p95_latency_ms"} if with_p95 else set()))
+            self.assertEqual(set(g), keys | (set(PERCENTILES) if with_p95 else set()))
             self.assertEqual((g["hits"], g["errors"]), (w["hits"], w["errors"]))
-            for key in keys - {"service", "endpoint", "hits", "errors"} | ({"p95_latency_ms"} if with_p95 else set()):
+            for key in keys - {"service", "endpoint", "hits", "errors"} | (set(PERCENTILES) if with_p95 else set()):
                 self.assertAlmostEqual(g[key], w[key], delta=1e-9 * max(1, abs(w[key])), msg=key)
 
     def test_the_default_is_the_ten_busiest_series_without_p95(self):
         body = self.top()
-        self.assertEqual(set(body), {"results", "source"})
-        self.assertEqual(body["source"], "hourly")
+        self.assertEqual(set(body), {"results", "precision", "max_relative_error", "source"})
+        self.assertEqual(body["source"], fast_source())
         self.assert_ranked(body["results"], ranking(self.events), with_p95=False)
 
     def test_every_sort_key_in_both_orders(self):
@@ -56,7 +65,7 @@ class TopEndpointsTests(TestCase):
             for order in ("desc", "asc"):
                 body = self.top(sort=sort, order=order, limit=1000)
                 self.assert_ranked(body["results"], ranking(self.events, sort, order, 1000),
-                                   with_p95=sort == "p95_latency_ms")
+                                   with_p95=sort in PERCENTILES)
 
     def test_ties_are_broken_by_service_then_endpoint(self):
         rows = self.top(sort="hits", order="asc", limit=1000)["results"]
@@ -71,7 +80,7 @@ class TopEndpointsTests(TestCase):
         start, end = BASE_TIME + timedelta(hours=1, minutes=30), BASE_TIME + timedelta(hours=5)
         chosen = [e for e in self.events if start <= parse_time(e["time"]) < end]
         body = self.top(start=iso(start), end=iso(end), limit=1000)
-        self.assertEqual(body["source"], "hourly")
+        self.assertEqual(body["source"], fast_source())
         self.assert_ranked(body["results"], ranking(chosen, limit=1000), with_p95=False)
         body = self.top(status_min=500, sort="errors", with_p95="true")
         self.assertEqual(body["source"], "raw")

@@ -81,10 +81,15 @@ def parse_time(value: str) -> datetime:
 
 def p95(values: list[float]) -> float | None:
     """PostgreSQL's percentile_cont(0.95): linear interpolation between closest ranks."""
+    return percentile(values, 0.95)
+
+
+def percentile(values: list[float], fraction: float) -> float | None:
+    """PostgreSQL's percentile_cont(fraction): linear interpolation between closest ranks."""
     if not values:
         return None
     ordered = sorted(values)
-    rank = 0.95 * (len(ordered) - 1)
+    rank = fraction * (len(ordered) - 1)
     lower = math.floor(rank)
     upper = math.ceil(rank)
     return ordered[lower] + (ordered[upper] - ordered[lower]) * (rank - lower)
@@ -103,6 +108,20 @@ def summarize(events: list[dict]) -> dict:
         "max_latency_ms": max(latencies) if hits else None,
         "p95_latency_ms": p95(latencies),
     }
+
+
+PERCENTILES = {"p50_latency_ms": 0.5, "p90_latency_ms": 0.9, "p95_latency_ms": 0.95, "p99_latency_ms": 0.99}
+
+
+def summarize_all(events: list[dict]) -> dict:
+    """`summarize` plus p50, p90 and p99, all exact as percentile_cont computes them."""
+    latencies = [float(e["latency_ms"]) for e in events]
+    return {**summarize(events), **{key: percentile(latencies, f) for key, f in PERCENTILES.items()}}
+
+
+def fast_source() -> str:
+    """The `source` of an answer the rollups can serve: "hourly" where they are materialized."""
+    return "hourly" if db.rollups_are_continuous() else "raw"
 
 
 def floor_to(value: datetime, width: timedelta) -> datetime:

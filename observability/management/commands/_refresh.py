@@ -34,7 +34,11 @@ class RefreshCommand(BaseCommand):
         # Only buckets that end by `end` are materialized, so the one still filling stays
         # real-time (computed from the raw table at query time).
         end = end or began
-        rollups.refresh(self.relation, start, end)
+        # The latency histograms of the same width go with it, so percentiles stay in step.
+        width = rollups.BY_RELATION[self.relation].width
+        for rollup in rollups.aggregates():
+            if rollup.width == width:
+                rollups.refresh(rollup.relation, start, end)
         seconds = (datetime.now(UTC) - began).total_seconds()
         window = f"[{start.isoformat() if start else '-inf'}, {end.isoformat()})"
         self.stdout.write(f"Refreshed {self.relation} over {window} in {seconds:.2f}s.")
