@@ -1,5 +1,6 @@
 """Root URLs: the API lives under /api/, the dashboard at / and the login under /accounts/."""
 
+from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from observability import dashboard
@@ -8,9 +9,9 @@ urlpatterns = [
     path("api/", include("observability.urls")),
     path("", dashboard.dashboard, name="dashboard"),
     path("dashboard/", dashboard.dashboard),
-    # Before the auth URLs, so that the styled login page (with its CSP) answers /accounts/login/.
+    # The login page in the dashboard's style and with its CSP; logout is a POST (its form).
     path("accounts/login/", dashboard.login, name="login"),
-    path("accounts/", include("django.contrib.auth.urls")),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
 ]
 
 # Only used with DEBUG off; JsonErrorMiddleware covers DEBUG on as well.
