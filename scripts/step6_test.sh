@@ -63,6 +63,11 @@ else
   fi
 fi
 
+step "dashboard in a real browser (scripts/test_dashboard.sh)"
+# shellcheck source=scripts/test_dashboard.sh
+source scripts/test_dashboard.sh || status=1
+ran+=("$DASHBOARD_RESULT")
+
 step "summary"
 for line in "${ran[@]}"; do echo "  $line"; done
 "$PY" - "$APM_TEST_RESULTS_FILE" <<'PYEOF'

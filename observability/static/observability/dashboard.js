@@ -27,6 +27,7 @@
   function formatRate(r) { return r == null ? "—" : twoDecimals.format(r * 100) + "%"; }
   function formatLatency(ms) {
     if (ms == null) return "—";
+    if (ms === 0) return "0 ms";
     if (ms >= 1000) {
       var s = ms / 1000;
       return (s >= 100 ? intFormat.format(s) : s >= 10 ? oneDecimal.format(s) : twoDecimals.format(s)) + " s";
@@ -197,6 +198,7 @@
         delta = (value - before) / before * 100;
         text = (delta >= 0 ? "+" : "−") + oneDecimal.format(Math.abs(delta)) + "%";
       }
+      if (/^[+−]0[.,]0+ ?(pp|%)$/.test(text)) delta = 0;  // shown as zero: no arrow, no colour
       var worse = key !== "hits" && delta > 0, better = key !== "hits" && delta < 0;
       changeEl.textContent = (delta > 0 ? "▲ " : delta < 0 ? "▼ " : "") + text + " vs previous";
       if (worse) changeEl.classList.add("worse");
@@ -213,12 +215,6 @@
   var charts = {};
 
   function chartWidth(el) { return Math.max(260, el.clientWidth); }
-
-  function axisValues(width) {
-    return function (u, ticks) {
-      return ticks.map(function (t) { return width === DAY ? utcLabel(t).slice(0, 10) : utcLabel(t, true).slice(5); });
-    };
-  }
 
   function drawChart(id, win, buckets, seriesDefs) {
     var el = document.getElementById(id);
@@ -247,7 +243,8 @@
       legend: { live: true },
       scales: { x: { time: true }, y: { range: function (u, min, max) { return [0, max > 0 ? max * 1.1 : 1]; } } },
       axes: [
-        { values: axisValues(win.width), label: "UTC", labelSize: 18, stroke: "#64748b", grid: { stroke: "#eef0f4" } },
+        // uPlot's own time ticks (spaced to fit), drawn in UTC through tzDate above.
+        { label: "UTC", labelSize: 18, stroke: "#64748b", grid: { stroke: "#eef0f4" } },
         { values: function (u, ticks) { return ticks.map(seriesDefs[0].axis); }, size: 64, stroke: "#64748b", grid: { stroke: "#eef0f4" } },
       ],
       series: [{ label: "UTC", value: function (u, v) { return v == null ? "—" : utcLabel(v) + " UTC"; } }].concat(
