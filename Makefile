@@ -4,7 +4,7 @@ PORT ?= 8000
 COMPOSE := docker compose -f docker/docker-compose.yml
 VENV_PY := source scripts/bootstrap.sh &&
 
-.PHONY: run test step6 migrate install lint bench-ingest bench seed up down logs
+.PHONY: run test step6 migrate install lint bench-ingest bench bench-dashboard seed up down logs
 
 install:  ## create .venv and install the pinned requirements
 	@$(VENV_PY) true
@@ -39,6 +39,9 @@ logs:
 
 bench:  ## query benchmark: API vs plain SQL on the raw table (ARGS="-n 10000000" for 10M events)
 	@$(VENV_PY) scripts/with_postgres.sh "$$PY" scripts/bench_queries.py $(ARGS)
+
+bench-dashboard:  ## the dashboard's API calls for the 30-day view vs plain SQL (ARGS="-n 10000000")
+	@$(VENV_PY) scripts/with_postgres.sh "$$PY" scripts/bench_dashboard.py $(ARGS)
 
 seed:  ## add realistic traffic to the configured database (ARGS="--events 100000")
 	@$(VENV_PY) DJANGO_DEBUG=$${DJANGO_DEBUG:-1} "$$PY" manage.py seed_requests $(ARGS)
