@@ -51,6 +51,7 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--out", default=str(ROOT / "docs" / "dashboard.png"))
     parser.add_argument("--phone", action="store_true", help="also save <out>-phone.png at 390 px")
+    parser.add_argument("--login", action="store_true", help="also save <out>-login.png (the login page)")
     parser.add_argument("--query", default="?window=7d", help="dashboard URL state to show")
     args = parser.parse_args()
 
@@ -86,6 +87,8 @@ def main() -> int:
             for out, viewport in shots:
                 page = browser.new_page(viewport=viewport, device_scale_factor=1)
                 page.goto(f"{base}/accounts/login/?next=/{args.query}")
+                if args.login and viewport["width"] > 1000:
+                    page.screenshot(path=args.out.replace(".png", "-login.png"))
                 page.fill("#id_username", "demo")
                 page.fill("#id_password", "demo-password")
                 page.click("button[type=submit]")
