@@ -114,8 +114,8 @@ class VendoredAssetsTests(TestCase):
         }
         for name, digest in digests.items():
             self.assertEqual(hashlib.sha256((UPLOT / name).read_bytes()).hexdigest(), digest, name)
-        self.assertIn("MIT License", (UPLOT / "LICENSE").read_text())
-        self.assertIn("Leon Sorokin", (UPLOT / "LICENSE").read_text())
+        self.assertIn("MIT License", (UPLOT / "LICENSE.txt").read_text())
+        self.assertIn("Leon Sorokin", (UPLOT / "LICENSE.txt").read_text())
 
     def test_our_script_loads_nothing_from_elsewhere(self):
         script = (STATIC / "dashboard.js").read_text()
