@@ -4,7 +4,7 @@ PORT ?= 8000
 COMPOSE := docker compose -f docker/docker-compose.yml
 VENV_PY := source scripts/bootstrap.sh &&
 
-.PHONY: run test step6 migrate install lint bench-ingest bench bench-dashboard seed up down logs
+.PHONY: run test step6 migrate install lint bench-ingest bench bench-sqlite bench-dashboard seed up down logs
 
 install:  ## create .venv and install the pinned requirements
 	@$(VENV_PY) true
@@ -36,6 +36,9 @@ down:
 
 logs:
 	$(COMPOSE) logs -f
+
+bench-sqlite:  ## the embedded default: API on SQLite (200,000 seeded events) vs plain SQL on raw
+	@$(VENV_PY) "$$PY" scripts/bench_sqlite.py $(ARGS)
 
 bench:  ## query benchmark: API vs plain SQL on the raw table (ARGS="-n 10000000" for 10M events)
 	@$(VENV_PY) scripts/with_postgres.sh "$$PY" scripts/bench_queries.py $(ARGS)

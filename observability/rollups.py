@@ -8,12 +8,14 @@ policies can walk `CATALOGUE` to find every relation and its width.
 
 from __future__ import annotations
 
+import logging
 import math
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.db.models import Case, DateTimeField, F, FloatField, Func, IntegerField, Q, Value, When
 from django.db.models.functions import Cast, Floor, Least, Ln
 
@@ -28,6 +30,7 @@ from observability.models import (
     ServiceLatencyHourly,
 )
 
+logger = logging.getLogger(__name__)
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
 # One epoch for every bucket: TimescaleDB's time_bucket and PostgreSQL's date_bin with the
@@ -291,9 +294,33 @@ def _refresh_buckets(times: list[datetime]) -> int:
             continue  # the common case: nothing written below what is materialized
         stale = sorted({(t - EPOCH) // rollup.width for t in times if t < mark})
         for lo, hi in _runs(stale):
-            refresh(rollup.relation, EPOCH + lo * rollup.width, EPOCH + (hi + 1) * rollup.width)
+            _refresh_waiting(rollup.relation, EPOCH + lo * rollup.width, EPOCH + (hi + 1) * rollup.width)
             calls += 1
     return calls
+
+
+LOCK_NOT_AVAILABLE = "55P03"
+
+
+def _refresh_waiting(relation: str, start: datetime, end: datetime, *, attempts: int = 6) -> None:
+    """refresh(), waiting out a refresh policy that is running on the same aggregate.
+
+    TimescaleDB refuses a second concurrent refresh ("could not refresh ... due to a concurrent
+    refresh"). The events are stored by then, so this must never fail the write: wait up to
+    about 3 s, then leave the buckets to the next policy run (the invalidation log keeps them).
+    """
+    for attempt in range(attempts):
+        try:
+            refresh(relation, start, end)
+            return
+        except OperationalError as exc:
+            if getattr(exc.__cause__, "pgcode", None) != LOCK_NOT_AVAILABLE:
+                raise
+            if attempt == attempts - 1:
+                logger.warning("%s: a concurrent refresh held the aggregate; [%s, %s) waits for the policy.",
+                               relation, start, end)
+                return
+            time.sleep(0.05 * 2 ** attempt)
 
 
 def _runs(sorted_ints: list[int]) -> list[tuple[int, int]]:

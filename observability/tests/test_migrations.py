@@ -86,3 +86,20 @@ class SqliteSchemaTests(TransactionTestCase):
         for got, want in zip(rows, api, strict=True):
             self.assertAlmostEqual(got[3], want["p95_latency_ms"])
         self.assertEqual(plain.execute("SELECT sum(hits) FROM apirequest_daily").fetchone(), (151,))
+
+
+class CatalogueTests(TransactionTestCase):
+    def test_the_catalogue_names_every_relation_the_migrations_built(self):
+        with connection.cursor() as cursor:
+            names = {info.name for info in connection.introspection.get_table_list(cursor)}
+        built = {name for name in names if name.startswith("apirequest_") or name == "observability_apirequest"}
+        expected = {r.relation for r in rollups.CATALOGUE
+                    if r.kind != "histogram" or db.rollups_are_continuous()}
+        self.assertEqual(built, expected)
+        for rollup in rollups.aggregates():
+            self.assertIn(rollup.source, rollups.BY_RELATION)
+            # Sources come first, so refreshing in catalogue order feeds hierarchical aggregates.
+            self.assertLess(rollups.CATALOGUE.index(rollups.BY_RELATION[rollup.source]),
+                            rollups.CATALOGUE.index(rollup))
+            if db.rollups_are_continuous():
+                self.assertTrue(db.is_continuous_aggregate(rollup.relation), rollup.relation)

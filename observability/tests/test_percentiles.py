@@ -230,3 +230,42 @@ class FallbackTests(ApiTransactionTestCase):
         approx = self.client.get("/api/requests/top-endpoints/", {**window, "with_p95": "true",
                                                                    "precision": "approx"}).json()
         self.assertEqual(approx, exact)
+
+
+class ConcurrentRefreshTests(TransactionTestCase):
+    """A late write while a refresh policy runs still answers 201, and the refresh is retried."""
+
+    def test_a_refresh_blocked_by_a_concurrent_one_is_retried_and_never_fails_the_write(self):
+        from unittest import mock
+
+        from django.db import OperationalError
+
+        class Locked(Exception):
+            pgcode = "55P03"
+
+        def locked():
+            error = OperationalError("could not refresh continuous aggregate due to a concurrent refresh")
+            error.__cause__ = Locked()
+            return error
+
+        calls = []
+
+        def refresh(relation, start, end):
+            calls.append(relation)
+            if len(calls) <= 2:
+                raise locked()
+            return True
+
+        marks = {r.relation: BASE_TIME for r in rollups.aggregates()}
+        with (mock.patch.object(rollups, "refresh", side_effect=refresh),
+              mock.patch.object(rollups, "watermarks", return_value=marks),
+              mock.patch.object(rollups.db, "rollups_are_continuous", return_value=True),
+              mock.patch.object(rollups.time, "sleep")):
+            rollups.refresh_after_write([BASE_TIME - timedelta(days=1)])
+            # The first aggregate was tried three times, then every other one once.
+            self.assertEqual(calls[:3], [rollups.aggregates()[0].relation] * 3)
+            self.assertEqual(len(calls), len(rollups.aggregates()) + 2)
+            calls.clear()
+            with mock.patch.object(rollups, "refresh", side_effect=lambda *a: (_ for _ in ()).throw(locked())):
+                self.assertEqual(rollups.refresh_after_write([BASE_TIME - timedelta(days=1)]),
+                                 len(rollups.aggregates()))  # gave up quietly, wrote nothing wrong
