@@ -84,6 +84,28 @@ def sql_calls(start, end, interval) -> list[tuple[str, tuple]]:
     ]
 
 
+def refresh_rollups(attempts: int = 30) -> None:
+    """Materialize every rollup over all history, waiting out a refresh policy run at the same time.
+
+    seed_requests refreshes too, but fails when TimescaleDB's own policy job refreshes the same
+    aggregate at that moment ("due to a concurrent refresh"); a benchmark must not lose a
+    10-minute seed to that.
+    """
+    from django.db import OperationalError
+
+    from observability import rollups
+
+    for rollup in rollups.aggregates():
+        for attempt in range(attempts):
+            try:
+                rollups.refresh(rollup.relation, None, None)
+                break
+            except OperationalError as exc:
+                if "concurrent refresh" not in str(exc) or attempt == attempts - 1:
+                    raise
+                time.sleep(5)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-n", "--events", type=int, default=1_000_000, help="events to seed (default 1,000,000)")
@@ -110,7 +132,8 @@ def main() -> int:
     call_command("migrate", verbosity=0)
     if not args.no_seed:
         print(f"seeding {args.events:,} events ...", flush=True)
-        call_command("seed_requests", events=args.events, days=30)
+        call_command("seed_requests", events=args.events, days=30, no_refresh=True)
+        refresh_rollups()
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT count(*) FROM {RAW}")
         total = cursor.fetchone()[0]
