@@ -6,7 +6,7 @@ PORT ?= 8000
 COMPOSE := docker compose --env-file .env -f docker/docker-compose.yml
 VENV_PY := source scripts/bootstrap.sh &&
 
-.PHONY: run test step6 migrate install lint bench-ingest bench bench-sqlite bench-storage seed up down logs key manage openapi
+.PHONY: run test step6 migrate install lint bench-ingest bench bench-sqlite bench-storage bench-dashboard seed up down logs key manage openapi
 
 install:  ## create .venv and install the pinned requirements
 	@$(VENV_PY) true
@@ -55,6 +55,8 @@ bench:  ## query benchmark: API vs plain SQL on the raw table (ARGS="-n 10000000
 
 bench-storage:  ## bytes/event and query times before/after the columnstore (TimescaleDB; ARGS="-n 10000000")
 	@$(VENV_PY) scripts/with_postgres.sh "$$PY" scripts/bench_storage.py $(ARGS)
+bench-dashboard:  ## the dashboard's API calls for the 30-day view vs plain SQL (ARGS="-n 10000000")
+	@$(VENV_PY) scripts/with_postgres.sh "$$PY" scripts/bench_dashboard.py $(ARGS)
 
 seed:  ## add realistic traffic to the configured database (ARGS="--events 100000")
 	@$(VENV_PY) DJANGO_DEBUG=$${DJANGO_DEBUG:-1} "$$PY" manage.py seed_requests $(ARGS)

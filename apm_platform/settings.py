@@ -214,7 +214,7 @@ if APM_TIMESCALE not in {"auto", "off", "require"}:
 
 # --- Access (observability/access.py) ------------------------------------------------------------
 LOGIN_URL = "/accounts/login/"
-LOGIN_REDIRECT_URL = env_str("APM_LOGIN_REDIRECT_URL", "/api/requests/kpis/")
+LOGIN_REDIRECT_URL = env_str("APM_LOGIN_REDIRECT_URL", "/")  # the dashboard
 LOGOUT_REDIRECT_URL = LOGIN_URL
 # How long a worker trusts its cached answer for a key: a revoked key stops working within this.
 APM_API_KEY_CACHE_SECONDS = env_int("APM_API_KEY_CACHE_SECONDS", 30)
@@ -239,6 +239,9 @@ APM_RETENTION_HOURLY_DAYS = env_int("APM_RETENTION_HOURLY_DAYS", 0)
 APM_RETENTION_DAILY_DAYS = env_int("APM_RETENTION_DAILY_DAYS", 0)
 # TimescaleDB: raw chunks older than this many days go to the columnstore; 0 turns it off.
 APM_COMPRESS_AFTER_DAYS = env_int("APM_COMPRESS_AFTER_DAYS", 7)
+# Where the dashboard's empty state links for "Send data" (the README as your users see it,
+# e.g. on your Git host); without it the page shows the instructions and names the section.
+APM_README_URL = env_str("APM_README_URL", "")
 
 TEST_RUNNER = "apm_platform.test_runner.ReportingTestRunner"
 

@@ -1,14 +1,17 @@
-"""Root URLs: the API under /api/ with its OpenAPI schema and docs; people log in at /accounts/login/."""
+"""Root URLs: the dashboard at /, the API under /api/ with its schema and docs, the login under /accounts/."""
 
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
+from observability import dashboard
 from observability.access import login_required
 from observability.metrics import metrics_view
 
 urlpatterns = [
     path("api/", include("observability.urls")),
+    path("", dashboard.dashboard, name="dashboard"),
+    path("dashboard/", dashboard.dashboard),
     # OpenAPI 3: YAML by default, JSON with ?format=json or Accept: application/vnd.oai.openapi+json.
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     # The docs pages are for people: without a session they send the visitor to the login page.
@@ -16,8 +19,8 @@ urlpatterns = [
     # Our template: drf-spectacular's own links Google Fonts, and the docs must work offline.
     path("api/redoc/", login_required(SpectacularRedocView.as_view(
         url_name="schema", template_name="observability/redoc.html")), name="redoc"),
-    # Only login and logout: the password-reset views would need mail and more templates.
-    path("accounts/login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    # The login page in the dashboard's style and with its CSP; logout is a POST (its form).
+    path("accounts/login/", dashboard.login, name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     # Prometheus scrape target (README "Running it for months": who may read it).
     path("metrics", metrics_view, name="metrics"),

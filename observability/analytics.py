@@ -500,3 +500,34 @@ def _utc(value) -> datetime:
         value = datetime.fromisoformat(value)
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
+
+# --- /series/ -------------------------------------------------------------------------------
+
+SERIES_MAX_ROWS = 10_000
+
+
+def series(*, start: datetime, end: datetime, service: str | None = None,
+           max_rows: int = SERIES_MAX_ROWS) -> dict:
+    """The (service, endpoint) pairs with events in [start, end), with their hits, for pickers."""
+    filters = {"start": start, "end": end, "service": service}
+    plan = _plan(filters, {name for name, value in filters.items() if value})
+    if plan is not None:
+        pieces, edges = plan
+        parts = [_per_series(_rollup_part(filters, *piece), {"hits": Sum("hits")}) for piece in pieces]
+        if edges:
+            parts.append(_per_series(_raw_edges(filters, edges), {"hits": Count("id")}))
+        source = "hourly"
+    else:
+        # Less than one whole hour, or rollups that are plain views: the raw events of the
+        # window, by the (time) index.
+        raw = ApiRequest.objects.filter(time__gte=start, time__lt=end, **_series_filter(filters))
+        parts = [_per_series(raw, {"hits": Count("id")})]
+        source = "raw"
+    hits: dict[tuple[str, str], int] = {}
+    for part in parts:
+        for key, row in part.items():
+            hits[key] = hits.get(key, 0) + (row["hits"] or 0)
+    # Code-point order, the same on every database (as for the ties of /top-endpoints/).
+    keys = sorted(key for key, count in hits.items() if count)
+    results = [{"service": s, "endpoint": e, "hits": hits[(s, e)]} for s, e in keys[:max_rows]]
+    return {"results": results, "truncated": len(keys) > max_rows, "source": source}

@@ -4,8 +4,9 @@ Event fields are checked by `ingest.validate_fields`, the same rules the bulk en
 so a single POST and a bulk ingest accept and reject exactly the same input.
 """
 
-from datetime import UTC
+from datetime import UTC, timedelta
 
+from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -146,6 +147,24 @@ class TimeseriesParamSerializer(serializers.Serializer):
         return attrs
 
 
+class SeriesParamSerializer(serializers.Serializer):
+    """`/series/`: a half-open window (default: the last 24 hours) and an optional service."""
+
+    start = serializers.DateTimeField(required=False)
+    end = serializers.DateTimeField(required=False)
+    service = serializers.CharField(required=False, max_length=100)
+
+    def validate(self, attrs):
+        end = attrs.get("end") or timezone.now()
+        try:
+            start = attrs.get("start") or end - timedelta(hours=24)
+        except OverflowError:  # an end in the first day of the calendar
+            raise serializers.ValidationError({"end": ["end is too early for the default 24-hour window."]}) from None
+        if start >= end:
+            raise serializers.ValidationError({"start": ["start must be before end."]})
+        return {**attrs, "start": start, "end": end}
+
+
 def query_params(serializer_class, request) -> dict:
     """The request's query parameters validated by `serializer_class` (400 naming the bad one)."""
     names = serializer_class().fields.keys()
@@ -226,6 +245,18 @@ class TopEndpointRowSerializer(serializers.Serializer):
 class TopEndpointsSerializer(_Precision):
     results = TopEndpointRowSerializer(many=True)
     source = serializers.ChoiceField(choices=("hourly", "raw"))
+
+
+class SeriesRowSerializer(serializers.Serializer):
+    service = serializers.CharField()
+    endpoint = serializers.CharField()
+    hits = serializers.IntegerField(min_value=1)
+
+
+class SeriesSerializer(serializers.Serializer):
+    results = SeriesRowSerializer(many=True)
+    source = serializers.ChoiceField(choices=("hourly", "raw"))
+    truncated = serializers.BooleanField(help_text="true when more than 10,000 pairs were cut.")
 
 
 class IngestEventErrorSerializer(serializers.Serializer):

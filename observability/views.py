@@ -25,6 +25,8 @@ from observability.serializers import (
     KpiParamSerializer,
     KpiSerializer,
     RollupRowSerializer,
+    SeriesParamSerializer,
+    SeriesSerializer,
     StrictParamSerializer,
     TimeseriesParamSerializer,
     TimeseriesSerializer,
@@ -168,6 +170,13 @@ class ApiRequestViewSet(StrictQueryParamsMixin, viewsets.ModelViewSet):
         """One row per hour or day: counts, avg/max latency and four percentiles."""
         params = self.query_params()
         return Response(analytics.timeseries(**params))
+
+    @extend_schema(responses=SeriesSerializer)
+    @action(detail=False, methods=["get"], query_serializer=SeriesParamSerializer)
+    def series(self, request):
+        """The (service, endpoint) pairs with events in a window, for pickers."""
+        params = self.query_params()
+        return Response(analytics.series(**params))
 
 
 class HealthView(StrictQueryParamsMixin, APIView):

@@ -77,6 +77,10 @@ bash scripts/test_schemathesis.sh | tee "$work/contract.log"
 ran+=("$(tail -n 1 "$work/contract.log")")
 step "Postman collection (newman, against gunicorn)"
 bash scripts/test_postman.sh "$work/postman.summary" || status=1; ran+=("$(cat "$work/postman.summary" 2>/dev/null || echo 'Postman/newman: FAILED (no summary)')")
+step "dashboard in a real browser (scripts/test_dashboard.sh)"
+# shellcheck source=scripts/test_dashboard.sh
+source scripts/test_dashboard.sh || status=1
+ran+=("$DASHBOARD_RESULT")
 
 step "summary"
 for line in "${ran[@]}"; do echo "  $line"; done

@@ -1,0 +1,131 @@
+"""The dashboard and login pages as HTML: who may see them, what they load, their CSP.
+
+What the page shows is tested in a real browser: test_dashboard_browser.py.
+"""
+
+import hashlib
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+from django.contrib.auth import get_user_model
+from django.test import TestCase
+
+from observability.dashboard import CONTENT_SECURITY_POLICY
+from observability.tests.utils import ApiTestCase
+
+STATIC = Path(__file__).resolve().parent.parent / "static" / "observability"
+UPLOT = STATIC / "vendor" / "uplot-1.6.32"
+
+
+class _Assets(HTMLParser):
+    """Every script, stylesheet, inline script/style and event-handler attribute of a page."""
+
+    def __init__(self):
+        super().__init__()
+        self.scripts, self.styles, self.inline = [], [], []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "script":
+            (self.scripts if attrs.get("src") else self.inline).append(attrs.get("src") or "<script>")
+        if tag == "link" and attrs.get("rel") in ("stylesheet", "icon"):
+            self.styles.append(attrs["href"])
+        if tag == "style":
+            self.inline.append("<style>")
+        self.inline += [f"{tag} {name}" for name in attrs if name == "style" or name.startswith("on")]
+
+
+def assets(html: str) -> _Assets:
+    parser = _Assets()
+    parser.feed(html)
+    return parser
+
+
+class DashboardAccessTests(TestCase):
+    def test_a_visitor_without_a_session_is_sent_to_the_login_page(self):
+        for url in ("/", "/dashboard/", "/?window=7d&service=checkout"):
+            with self.subTest(url=url):
+                response = self.client.get(url)
+                self.assertEqual(response.status_code, 302)
+                self.assertTrue(response["Location"].startswith("/accounts/login/?next="), response["Location"])
+
+    def test_logging_in_leads_to_the_dashboard(self):
+        get_user_model().objects.create_user("ana", password="pw-for-tests-only")
+        page = self.client.get("/accounts/login/?next=/")
+        self.assertEqual(page.status_code, 200)
+        self.assertContains(page, 'name="username"')
+        response = self.client.post(
+            "/accounts/login/", {"username": "ana", "password": "pw-for-tests-only", "next": "/"})
+        self.assertRedirects(response, "/", fetch_redirect_response=False)
+        self.assertEqual(self.client.get("/").status_code, 200)
+
+    def test_a_wrong_password_shows_the_form_again_with_a_message(self):
+        get_user_model().objects.create_user("ana", password="pw-for-tests-only")
+        response = self.client.post("/accounts/login/", {"username": "ana", "password": "nope"})
+        self.assertEqual(response.status_code, 200)
+        self.assertContains(response, "didn't match")
+
+
+class DashboardPageTests(TestCase):
+    @classmethod
+    def setUpTestData(cls):
+        cls.user = get_user_model().objects.create_user("ana", password="pw-for-tests-only")
+
+    def setUp(self):
+        self.client.force_login(self.user)
+
+    def test_both_pages_send_a_same_origin_content_security_policy(self):
+        self.assertIn("default-src 'self'", CONTENT_SECURITY_POLICY)
+        self.assertNotIn("unsafe", CONTENT_SECURITY_POLICY)
+        for url in ("/", "/dashboard/"):
+            self.assertEqual(self.client.get(url)["Content-Security-Policy"], CONTENT_SECURITY_POLICY)
+        self.client.logout()
+        self.assertEqual(self.client.get("/accounts/login/")["Content-Security-Policy"], CONTENT_SECURITY_POLICY)
+
+    def test_the_policy_is_scoped_to_the_pages_not_the_api(self):
+        self.assertNotIn("Content-Security-Policy", self.client.get("/api/health/"))
+
+    def test_the_pages_load_only_static_files_of_this_origin_and_no_inline_code(self):
+        self.client.logout()
+        login = self.client.get("/accounts/login/").content.decode()
+        self.client.force_login(self.user)
+        for html in (self.client.get("/").content.decode(), login):
+            found = assets(html)
+            self.assertEqual(found.inline, [])
+            for url in found.scripts + found.styles:
+                self.assertTrue(url.startswith("/static/"), url)
+            self.assertNotRegex(html, r"(?i)(https?:)?//[a-z0-9.-]+\.[a-z]{2,}/[^\s\"']*\.(js|css)")
+        dashboard = assets(self.client.get("/").content.decode())
+        self.assertEqual([Path(s).name.split(".")[0] for s in dashboard.scripts], ["uPlot", "dashboard"])
+
+    def test_the_page_names_the_api_it_reads_and_the_signed_in_user(self):
+        html = self.client.get("/").content.decode()
+        self.assertRegex(html, r'data-api="/api/requests/"')
+        self.assertIn("ana", html)
+        self.assertIn("Send data", html)
+
+
+class VendoredAssetsTests(TestCase):
+    def test_uplot_is_the_pinned_release_with_its_licence(self):
+        digests = {
+            "uPlot.iife.min.js": "19c8d4c6ad88929a79f4ae49d6f7161566dfd0ba3d15cc495e974f787eb78f1f",
+            "uPlot.min.css": "df630c6a8d6f8eeaff264b50f73ce5b114f646ffd9a0bb74f049b0a00135fa04",
+        }
+        for name, digest in digests.items():
+            self.assertEqual(hashlib.sha256((UPLOT / name).read_bytes()).hexdigest(), digest, name)
+        self.assertIn("MIT License", (UPLOT / "LICENSE.txt").read_text())
+        self.assertIn("Leon Sorokin", (UPLOT / "LICENSE.txt").read_text())
+
+    def test_our_script_loads_nothing_from_elsewhere(self):
+        script = (STATIC / "dashboard.js").read_text()
+        self.assertIsNone(re.search(r"https?://", script))
+        self.assertNotIn("eval(", script)
+
+
+class SeriesForSessionsTests(ApiTestCase):
+    def test_the_api_the_page_reads_answers_a_logged_in_session(self):
+        user = get_user_model().objects.create_user("ana", password="pw-for-tests-only")
+        self.client.force_login(user)
+        for url in ("/api/requests/series/", "/api/requests/kpis/", "/api/requests/top-endpoints/"):
+            self.assertEqual(self.client.get(url).status_code, 200, url)
