@@ -28,6 +28,8 @@ NOT_DESCRIBED = {
     r"api/redoc/\Z": "HTML page over the schema",
     r"accounts/login/\Z": "HTML login form for people (sessions), not part of the API contract",
     r"accounts/logout/\Z": "ends a browser session (POST from the page); not part of the API contract",
+    r"\Z": "the dashboard: an HTML page for people over the JSON API",
+    r"dashboard/\Z": "the dashboard's second address",
 }
 # The router's `.json` aliases answer exactly as the path they extend.
 FORMAT_SUFFIX = r"/?\.(?P<format>[a-z0-9]+)/?$"
