@@ -14,6 +14,9 @@ from rest_framework.views import exception_handler
 logger = logging.getLogger(__name__)
 
 _KEEP_HEADERS = ("Allow", "Retry-After", "WWW-Authenticate")
+# The OTLP receiver answers errors with google.rpc.Status in the request's encoding (binary
+# protobuf included), as the OTLP spec requires: its responses are left as they are.
+OTLP_PATHS = ("/v1/traces", "/v1/metrics", "/v1/logs")
 
 
 def _reason(status: int) -> str:
@@ -36,7 +39,7 @@ class JsonErrorMiddleware:
 
     def __call__(self, request):
         response = self.get_response(request)
-        if response.status_code < 400:
+        if response.status_code < 400 or request.path.rstrip("/") in OTLP_PATHS:
             return response
         content_type = response.get("Content-Type", "")
         if content_type.startswith("application/json"):

@@ -1,5 +1,6 @@
 """HTTP views: parse, validate parameters, call ingest/analytics, serialize. Nothing else."""
 
+from django.views.decorators.csrf import csrf_exempt
 from django_filters.rest_framework import DjangoFilterBackend
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
@@ -7,7 +8,7 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from observability import analytics, db, ingest
+from observability import analytics, db, ingest, otlp
 from observability.filters import ApiRequestFilter, RollupFilter
 from observability.models import ApiRequest
 from observability.serializers import (
@@ -118,3 +119,28 @@ class HealthView(APIView):
                 return Response({"status": "error", "db": problem}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
             return Response({"status": "ok", "db": "ok"})
         return Response({"status": "ok"})
+
+
+# OTLP/HTTP receivers: plain Django views, because their answers (google.rpc.Status in the
+# request's encoding) are the OTLP spec's, not DRF's. Exporters send an API key, never a
+# session cookie, so CSRF does not apply.
+
+
+@csrf_exempt
+def otlp_traces(request):
+    """POST /v1/traces: SERVER spans become events (API.md "OpenTelemetry")."""
+    if request.method != "POST":
+        return otlp.error_response(405, "Use POST.", otlp.response_encoding(request), {"Allow": "POST"})
+    # access: denied = access.check(request, "ingest")
+    # access: if denied is not None: return otlp.from_error_response(denied, request)
+    return otlp.receive_traces(request)
+
+
+@csrf_exempt
+def otlp_dropped(request):
+    """POST /v1/metrics and /v1/logs: accepted with 200 and dropped (traces only are stored)."""
+    if request.method != "POST":
+        return otlp.error_response(405, "Use POST.", otlp.response_encoding(request), {"Allow": "POST"})
+    # access: denied = access.check(request, "ingest")
+    # access: if denied is not None: return otlp.from_error_response(denied, request)
+    return otlp.receive_dropped(request)

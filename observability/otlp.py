@@ -1,0 +1,438 @@
+"""OTLP/HTTP traces -> events: decode, map SERVER spans, then the bulk ingest write path.
+
+The receiver answers as the OTLP specification asks (opentelemetry-proto
+docs/specification.md, "OTLP/HTTP"), not with the JSON error shape of the rest of the API:
+success is an empty `ExportTraceServiceResponse`, spans that can't be stored are a `200` with
+`partialSuccess` (exporters must not retry those), and failures carry a `google.rpc.Status`,
+each in the request's own encoding (binary protobuf or OTLP/JSON).
+
+OTLP/JSON is not protobuf's JSON mapping (ids are hex, not base64; enums are integers;
+int64 may be a string or a number), so JSON bodies are walked by hand after msgspec decodes
+them, rather than given to `json_format`, which would read a hex trace id as base64.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
+
+import msgspec
+from django.conf import settings
+from django.db import InterfaceError, OperationalError
+from django.http import HttpResponse
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTracePartialSuccess,
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+
+from observability import ingest
+
+PROTOBUF = "application/x-protobuf"
+JSON = "application/json"
+# The content types each encoding is read from; the answer is always sent as the first.
+_CONTENT_TYPES = {PROTOBUF: "protobuf", "application/protobuf": "protobuf", JSON: "json"}
+
+SPAN_KIND_SERVER = 2
+# Seconds an exporter should wait before retrying after a 503 (database unavailable).
+RETRY_AFTER_SECONDS = 5
+# How many rejected spans the partialSuccess message describes one by one.
+MAX_DESCRIBED = 5
+
+# google.rpc.Code for each HTTP status we answer (google/rpc/code.proto's HTTP mapping).
+_RPC_CODES = {400: 3, 401: 16, 403: 7, 404: 5, 405: 12, 413: 8, 415: 3, 429: 8, 500: 13, 503: 14}
+
+# Attributes read from a span (current HTTP semantic conventions first, then the older names).
+METHOD_KEYS = ("http.request.method", "http.method")
+STATUS_KEYS = ("http.response.status_code", "http.status_code")
+ROUTE_KEY = "http.route"
+PATH_KEYS = ("url.path", "http.target")
+URL_KEYS = ("url.full", "http.url")
+USER_KEY = "enduser.id"
+_SPAN_KEYS = frozenset((*METHOD_KEYS, *STATUS_KEYS, ROUTE_KEY, *PATH_KEYS, *URL_KEYS, USER_KEY))
+DEFAULT_SERVICE = "unknown_service"  # what the SDKs report when service.name is not set
+
+# A path segment that is an id, not part of the route: a number, a UUID, or long hex.
+_ID_SEGMENT = re.compile(
+    r"\d+|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|[0-9a-fA-F]{16,}"
+).fullmatch
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class OtlpError(Exception):
+    """The request as a whole is refused: HTTP status, message, extra headers."""
+
+    def __init__(self, status: int, message: str, headers: dict | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+
+
+@dataclass
+class ExportOutcome:
+    """What became of one export request's spans (counts for metrics and the answer)."""
+
+    spans: int = 0  # every span in the request
+    accepted: int = 0  # stored as events
+    rejected: int = 0  # SERVER HTTP spans that could not be stored (partial success)
+    skipped: int = 0  # other kinds, and SERVER spans without HTTP attributes: not ours
+    problems: list[str] = field(default_factory=list)
+
+    def error_message(self) -> str:
+        if not self.rejected:
+            return ""
+        shown = "; ".join(problem.rstrip(".") for problem in self.problems[:MAX_DESCRIBED])
+        more = f" (and {self.rejected - MAX_DESCRIBED} more)" if self.rejected > MAX_DESCRIBED else ""
+        return f"{self.rejected} span(s) not stored: {shown}{more}."
+
+
+# --- Mapping one span to one event ----------------------------------------------------------
+
+
+def collapse_ids(path: str) -> str:
+    """/users/42/orders/9f1c...e2 -> /users/{id}/orders/{id}: one endpoint per route."""
+    path = path.split("?", 1)[0].split("#", 1)[0]  # never store query strings
+    return "/".join("{id}" if segment and _ID_SEGMENT(segment) else segment for segment in path.split("/"))
+
+
+def derive_endpoint(attrs: dict, name: str, method) -> str | None:
+    """http.route as sent; else the span name's path (`GET /users/42`) or the request path,
+    with ids collapsed; None when the span names no route or path at all."""
+    route = attrs.get(ROUTE_KEY)
+    if type(route) is str and route:
+        return route.split("?", 1)[0]
+    if type(name) is str and type(method) is str and name.startswith(method + " /"):
+        return collapse_ids(name[len(method) + 1:])
+    for key in PATH_KEYS:
+        path = attrs.get(key)
+        if type(path) is str and path:
+            return collapse_ids(path)
+    for key in URL_KEYS:
+        url = attrs.get(key)
+        if type(url) is str and url:
+            try:
+                path = urlsplit(url).path
+            except ValueError:
+                continue
+            if path:
+                return collapse_ids(path)
+    return None
+
+
+def span_event(*, service, name, trace_id: str, start, end, attrs: dict):
+    """The event dict of one SERVER span, a string saying why it can't be one, or None when
+    it is not an HTTP span (gRPC, messaging: not ours to store)."""
+    method = _first(attrs, METHOD_KEYS)
+    if method is None:
+        return None
+    status = _first(attrs, STATUS_KEYS)
+    if status is None:
+        return "status_code: the span has no http.response.status_code (or http.status_code)"
+    endpoint = derive_endpoint(attrs, name, method)
+    if endpoint is None:
+        return "endpoint: the span has no http.route, route in its name, url.path or http.target"
+    if type(start) is not int or type(end) is not int or start <= 0 or end <= 0:
+        return "time: startTimeUnixNano and endTimeUnixNano must be positive integers"
+    try:
+        time_ = (_EPOCH + timedelta(microseconds=start // 1000)).isoformat()
+    except OverflowError:
+        return "time: startTimeUnixNano is out of range"
+    user = attrs.get(USER_KEY, "")
+    return {
+        "time": time_,
+        "service": service,
+        "endpoint": endpoint,
+        "method": method,
+        "status_code": status,
+        "latency_ms": (end - start) / 1e6,
+        "trace_id": trace_id,
+        "user_ref": user if type(user) is str else str(user),
+    }
+
+
+def _first(attrs: dict, keys: tuple):
+    for key in keys:
+        value = attrs.get(key)
+        if value is not None:
+            return value
+    return None
+
+
+# --- Decoding ---------------------------------------------------------------------------------
+
+
+_PB_SCALARS = frozenset(("string_value", "int_value", "bool_value", "double_value"))
+
+
+def _pb_attrs(key_values, wanted: frozenset) -> dict:
+    found = {}
+    for kv in key_values:
+        key = kv.key
+        if key in wanted:
+            value = kv.value
+            kind = value.WhichOneof("value")
+            if kind in _PB_SCALARS:  # arrays and maps are no value of an event's field
+                found[key] = getattr(value, kind)
+    return found
+
+
+def spans_from_protobuf(raw: bytes, outcome: ExportOutcome):
+    """Yield (span label, event or problem) for each SERVER HTTP span of a protobuf body."""
+    try:
+        request = ExportTraceServiceRequest.FromString(raw)
+    except DecodeError as exc:
+        raise OtlpError(400, f"The body is not a valid ExportTraceServiceRequest: {exc}.") from None
+    for resource_spans in request.resource_spans:
+        service = _pb_attrs(resource_spans.resource.attributes, _SERVICE_KEYS).get("service.name")
+        service = DEFAULT_SERVICE if service is None else service
+        for scope_spans in resource_spans.scope_spans:
+            for span in scope_spans.spans:
+                outcome.spans += 1
+                if span.kind != SPAN_KIND_SERVER:
+                    outcome.skipped += 1
+                    continue
+                event = span_event(
+                    service=service, name=span.name, trace_id=span.trace_id.hex(),
+                    start=span.start_time_unix_nano, end=span.end_time_unix_nano,
+                    attrs=_pb_attrs(span.attributes, _SPAN_KEYS),
+                )
+                if event is None:
+                    outcome.skipped += 1
+                    continue
+                yield span.span_id, event
+
+
+_SERVICE_KEYS = frozenset(("service.name",))
+_JSON_VALUE_KINDS = ("stringValue", "intValue", "boolValue", "doubleValue")
+
+
+def _json_list(obj: dict, key: str) -> list:
+    value = obj.get(key)
+    if value is None:
+        return []
+    if type(value) is not list:
+        raise OtlpError(400, f"`{key}` must be a list.")
+    return value
+
+
+def _json_object(value, where: str) -> dict:
+    if type(value) is not dict:
+        raise OtlpError(400, f"Each item of `{where}` must be an object.")
+    return value
+
+
+def _json_attrs(key_values, wanted: frozenset) -> dict:
+    found = {}
+    if type(key_values) is not list:
+        return found
+    for kv in key_values:
+        if type(kv) is not dict:
+            continue
+        key = kv.get("key")
+        value = kv.get("value")
+        if key in wanted and type(value) is dict:
+            for kind in _JSON_VALUE_KINDS:
+                if kind in value:
+                    item = value[kind]
+                    # OTLP/JSON writes int64 as a string or a number.
+                    found[key] = _json_int(item) if kind == "intValue" else item
+                    break
+    return found
+
+
+def _json_int(value):
+    if type(value) is int:
+        return value
+    if type(value) is str and value.isdigit():
+        return int(value)
+    return value  # the field rules reject it with their own message
+
+
+def spans_from_json(raw: bytes, outcome: ExportOutcome):
+    """Yield (span label, event or problem) for each SERVER HTTP span of an OTLP/JSON body."""
+    try:
+        payload = msgspec.json.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise OtlpError(400, f"The body is not valid JSON: {exc}.") from None
+    if type(payload) is not dict:
+        raise OtlpError(400, "The body must be a JSON object (ExportTraceServiceRequest).")
+    for resource_spans in _json_list(payload, "resourceSpans"):
+        resource_spans = _json_object(resource_spans, "resourceSpans")
+        resource = resource_spans.get("resource")
+        attrs = _json_attrs(resource.get("attributes"), _SERVICE_KEYS) if type(resource) is dict else {}
+        service = attrs.get("service.name", DEFAULT_SERVICE)
+        # instrumentationLibrarySpans: the pre-1.0 name, still sent by old exporters.
+        scopes = _json_list(resource_spans, "scopeSpans") + _json_list(resource_spans, "instrumentationLibrarySpans")
+        for scope_spans in scopes:
+            for span in _json_list(_json_object(scope_spans, "scopeSpans"), "spans"):
+                span = _json_object(span, "spans")
+                outcome.spans += 1
+                if span.get("kind") not in (SPAN_KIND_SERVER, "SPAN_KIND_SERVER"):
+                    outcome.skipped += 1
+                    continue
+                trace_id = span.get("traceId", "")
+                label = span.get("spanId")
+                if type(trace_id) is not str or not _is_hex(trace_id):
+                    event = "trace_id: traceId must be hex digits"
+                else:
+                    event = span_event(
+                        service=service, name=span.get("name"), trace_id=trace_id.lower(),
+                        start=_json_int(span.get("startTimeUnixNano")),
+                        end=_json_int(span.get("endTimeUnixNano")),
+                        attrs=_json_attrs(span.get("attributes"), _SPAN_KEYS),
+                    )
+                if event is None:
+                    outcome.skipped += 1
+                    continue
+                yield label, event
+
+
+def _is_hex(text: str) -> bool:
+    try:
+        bytes.fromhex(text)
+    except ValueError:
+        return False
+    return True
+
+
+# --- The export ------------------------------------------------------------------------------
+
+
+def export_traces(raw: bytes, encoding: str) -> ExportOutcome:
+    """Store the SERVER HTTP spans of one export request as events (one transaction)."""
+    outcome = ExportOutcome()
+    decoded = spans_from_protobuf(raw, outcome) if encoding == "protobuf" else spans_from_json(raw, outcome)
+    events: list = []
+    labels: list = []
+    for label, event in decoded:
+        if type(event) is str:
+            outcome.rejected += 1
+            if len(outcome.problems) < MAX_DESCRIBED:
+                outcome.problems.append(f"span {_label(label)}: {event}")
+        else:
+            events.append(event)
+            labels.append(label)
+    max_events = settings.APM_INGEST_MAX_EVENTS
+    if len(events) > max_events:
+        raise OtlpError(413, f"Too many server spans: {len(events)} in one request; the limit is "
+                             f"{max_events} (APM_INGEST_MAX_EVENTS).")
+    result = ingest.ingest_events(events, strict=False, escape=True)
+    outcome.accepted = result.inserted
+    outcome.rejected += result.rejected
+    for error in result.errors:
+        if len(outcome.problems) >= MAX_DESCRIBED:
+            break
+        fields = "; ".join(f"{name}: {' '.join(messages)}" for name, messages in error["errors"].items())
+        outcome.problems.append(f"span {_label(labels[error['index']])}: {fields}")
+    return outcome
+
+
+def _label(span_id) -> str:
+    if type(span_id) is bytes:
+        return span_id.hex() or "(no spanId)"
+    return str(span_id) if span_id else "(no spanId)"
+
+
+# --- HTTP -----------------------------------------------------------------------------------
+
+
+def encoding_of(content_type: str) -> str | None:
+    """'protobuf' or 'json' for a request's media type (parameters ignored), else None."""
+    return _CONTENT_TYPES.get(content_type.split(";", 1)[0].strip().lower())
+
+
+def _media_type(encoding: str) -> str:
+    return PROTOBUF if encoding == "protobuf" else JSON
+
+
+def status_body(status: int, message: str, encoding: str) -> bytes:
+    """A google.rpc.Status {code, message} in the given encoding."""
+    code = _RPC_CODES.get(status, 2)  # 2: UNKNOWN
+    if encoding == "json":
+        return msgspec.json.encode({"code": code, "message": message})
+    # Status is two scalar fields here: 1 (code, varint) and 2 (message, bytes).
+    text = message.encode("utf-8")
+    return b"\x08" + _varint(code) + b"\x12" + _varint(len(text)) + text
+
+
+def _varint(number: int) -> bytes:
+    out = bytearray()
+    while True:
+        low = number & 0x7F
+        number >>= 7
+        if number:
+            out.append(low | 0x80)
+        else:
+            out.append(low)
+            return bytes(out)
+
+
+def error_response(status: int, message: str, encoding: str, headers: dict | None = None) -> HttpResponse:
+    response = HttpResponse(status_body(status, message, encoding), status=status,
+                            content_type=_media_type(encoding))
+    for name, value in (headers or {}).items():
+        response[name] = value
+    return response
+
+
+def response_encoding(request) -> str:
+    """The encoding to answer in: the request's, and JSON when it sent neither."""
+    return encoding_of(request.content_type or "") or "json"
+
+
+def from_error_response(response, request) -> HttpResponse:
+    """An error response of the rest of the API ({"detail": ...}, e.g. access control's
+    401/403/429) as a google.rpc.Status, keeping the headers a client acts on."""
+    detail = ""
+    try:
+        detail = msgspec.json.decode(response.content).get("detail", "")
+    except (msgspec.DecodeError, AttributeError):
+        pass
+    headers = {name: response[name] for name in ("WWW-Authenticate", "Retry-After") if name in response}
+    return error_response(response.status_code, str(detail or "Request refused."),
+                          response_encoding(request), headers)
+
+
+def receive_traces(request) -> HttpResponse:
+    """POST /v1/traces: read, decode and store; the answer the OTLP spec prescribes."""
+    encoding = encoding_of(request.content_type or "")
+    if encoding is None:
+        return error_response(415, f'Unsupported content type "{request.content_type}"; send '
+                                   f"{PROTOBUF} or {JSON}.", "json")
+    try:
+        raw = ingest.read_body(request)
+        outcome = export_traces(raw, encoding)
+    except ingest.BatchError as exc:
+        return error_response(exc.status, exc.detail, encoding)
+    except OtlpError as exc:
+        return error_response(exc.status, exc.message, encoding, exc.headers)
+    except (OperationalError, InterfaceError):
+        # Nothing was stored (one transaction): the exporter retries a 503 after Retry-After.
+        return error_response(503, "The database is unavailable; retry later.", encoding,
+                              {"Retry-After": str(RETRY_AFTER_SECONDS)})
+    answer = ExportTraceServiceResponse()
+    if outcome.rejected:
+        answer.partial_success.CopyFrom(ExportTracePartialSuccess(
+            rejected_spans=outcome.rejected, error_message=outcome.error_message()))
+    if encoding == "json":
+        body = msgspec.json.encode(json_format.MessageToDict(answer))
+    else:
+        body = answer.SerializeToString()
+    response = HttpResponse(body, status=200, content_type=_media_type(encoding))
+    response.otlp_outcome = outcome  # for request metrics (accepted / rejected per request)
+    return response
+
+
+def receive_dropped(request) -> HttpResponse:
+    """POST /v1/metrics and /v1/logs: accepted and dropped, so an SDK that exports every
+    signal to one endpoint logs no errors; an empty Export*ServiceResponse in either encoding."""
+    encoding = encoding_of(request.content_type or "")
+    if encoding is None:
+        return error_response(415, f'Unsupported content type "{request.content_type}"; send '
+                                   f"{PROTOBUF} or {JSON}.", "json")
+    return HttpResponse(b"{}" if encoding == "json" else b"", status=200, content_type=_media_type(encoding))
