@@ -3,7 +3,8 @@
 import copy
 import gzip
 import json
-from datetime import UTC, datetime
+import random
+from datetime import UTC, datetime, timedelta
 from unittest import mock
 
 from django.db import OperationalError
@@ -107,18 +108,31 @@ class EndpointDerivationTests(SimpleTestCase):
 
     def test_http_route_wins_as_sent(self):
         attrs = {"http.route": "/users/{user_id}", "url.path": "/users/42"}
-        self.assertEqual(otlp.derive_endpoint(attrs, "GET /users/42", "GET"), "/users/{user_id}")
+        self.assertEqual(otlp.derive_endpoint(attrs.get, "GET /users/42", "GET"), "/users/{user_id}")
 
     def test_without_route_the_span_names_path_is_used_with_ids_collapsed(self):
-        self.assertEqual(otlp.derive_endpoint({"url.path": "/other"}, "GET /users/42", "GET"), "/users/{id}")
+        self.assertEqual(otlp.derive_endpoint({"url.path": "/other"}.get, "GET /users/42", "GET"), "/users/{id}")
 
     def test_without_route_or_path_in_the_name_the_request_path_is_used(self):
-        self.assertEqual(otlp.derive_endpoint({"url.path": "/users/42"}, "GET", "GET"), "/users/{id}")
-        self.assertEqual(otlp.derive_endpoint({"http.target": "/a/1?x=2"}, "GET", "GET"), "/a/{id}")
-        self.assertEqual(otlp.derive_endpoint({"http.url": "https://h/a/1?x=2"}, "GET", "GET"), "/a/{id}")
+        self.assertEqual(otlp.derive_endpoint({"url.path": "/users/42"}.get, "GET", "GET"), "/users/{id}")
+        self.assertEqual(otlp.derive_endpoint({"http.target": "/a/1?x=2"}.get, "GET", "GET"), "/a/{id}")
+        self.assertEqual(otlp.derive_endpoint({"http.url": "https://h/a/1?x=2"}.get, "GET", "GET"), "/a/{id}")
 
     def test_a_span_naming_no_route_or_path_has_no_endpoint(self):
-        self.assertIsNone(otlp.derive_endpoint({}, "GET", "GET"))
+        self.assertIsNone(otlp.derive_endpoint({}.get, "GET", "GET"))
+
+
+class SpanTimeTests(SimpleTestCase):
+    def test_span_timestamps_become_the_same_text_as_datetime_gives_to_the_microsecond(self):
+        rng = random.Random(11)
+        epoch = datetime(1970, 1, 1, tzinfo=UTC)
+        for unix_nano in [1, 999, 86_400 * 10**9 - 1, START_NS, 2**64 - 1] + [
+                rng.randrange(1, 2**64) for _ in range(2000)]:
+            expected = (epoch + timedelta(microseconds=unix_nano // 1000)).isoformat(timespec="microseconds")
+            self.assertEqual(otlp._iso_time(unix_nano), expected)
+
+    def test_a_timestamp_past_year_9999_has_no_text(self):
+        self.assertIsNone(otlp._iso_time(10**21))
 
 
 class ProtobufExportTests(ApiTestCase):
@@ -189,6 +203,21 @@ class ProtobufExportTests(ApiTestCase):
         for text in ("status_code", "no http.route", "latency_ms", "between 100 and 599"):
             self.assertIn(text, message)
         self.assertEqual(ApiRequest.objects.count(), 1)
+
+    def test_attribute_values_of_every_scalar_encoding_are_read(self):
+        long_route = "/" + "r" * 300  # a string whose length takes two bytes to encode
+        spans = [
+            server_span(attrs={**HTTP_GET, "http.response.status_code": "404", "enduser.id": 12345678},
+                        span_id=b"\x01" * 8),
+            server_span(attrs={**HTTP_GET, "http.response.status_code": 70_000}, span_id=b"\x02" * 8),
+            server_span(attrs={**HTTP_GET, "http.route": long_route}, span_id=b"\x03" * 8),
+            server_span(attrs={**HTTP_GET, "http.response.status_code": 5}, span_id=b"\x04" * 8),
+        ]
+        answer = ExportTraceServiceResponse.FromString(self.post(export_request(*spans)).content)
+        self.assertEqual(answer.partial_success.rejected_spans, 3)
+        self.assertIn("no more than 255 characters", answer.partial_success.error_message)
+        event = ApiRequest.objects.get()
+        self.assertEqual((event.status_code, event.user_ref), (404, "12345678"))
 
     def test_without_a_service_name_the_service_is_unknown_service(self):
         self.post(export_request(server_span(attrs=HTTP_GET), service=None))
@@ -288,6 +317,12 @@ class JsonExportTests(ApiTestCase):
         self.assertEqual(answer["partialSuccess"]["rejectedSpans"], "1")  # int64: a string in JSON
         self.assertIn("AAAAAAAAAAAAAAAA", answer["partialSuccess"]["errorMessage"])
         self.assertEqual(ApiRequest.objects.count(), 1)
+
+    def test_a_start_time_past_year_9999_rejects_the_span(self):
+        answer = self.post(spec_example(NEW_NAMES, startTimeUnixNano="1" + "0" * 21,
+                                        endTimeUnixNano="2" + "0" * 21)).json()
+        self.assertIn("out of range", answer["partialSuccess"]["errorMessage"])
+        self.assertEqual(ApiRequest.objects.count(), 0)
 
     def test_a_trace_id_that_is_not_hex_rejects_the_span(self):
         answer = self.post(spec_example(NEW_NAMES, traceId="W4739/eYA4ED0mm2M4E/xg==")).json()
