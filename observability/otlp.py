@@ -418,7 +418,7 @@ def export_traces(raw: bytes, encoding: str) -> ExportOutcome:
     if len(events) > max_events:
         raise OtlpError(413, f"Too many server spans: {len(events)} in one request; the limit is "
                              f"{max_events} (APM_INGEST_MAX_EVENTS).")
-    result = ingest.ingest_events(events, strict=False, escape=True)
+    result = ingest.ingest_events(events, strict=False, escape=_needs_copy_escaping(events))
     outcome.accepted = result.inserted
     outcome.rejected += result.rejected
     for error in result.errors:
@@ -427,6 +427,20 @@ def export_traces(raw: bytes, encoding: str) -> ExportOutcome:
         fields = "; ".join(f"{name}: {' '.join(messages)}" for name, messages in error["errors"].items())
         outcome.problems.append(f"span {_label(labels[error['index']])}: {fields}")
     return outcome
+
+
+_COPY_SPECIAL = re.compile(r"[\\\t\n\r]").search
+
+
+def _needs_copy_escaping(events: list[dict]) -> bool:
+    """Whether a string of these events holds a character COPY must escape (see
+    ingest.needs_copy_escaping; a protobuf body can't be scanned for them as JSON can).
+    Services and endpoints repeat, so each distinct value is looked at once."""
+    for name in ("service", "endpoint", "user_ref"):
+        for value in {event[name] for event in events}:
+            if type(value) is str and _COPY_SPECIAL(value):
+                return True
+    return False
 
 
 def _label(span_id) -> str:

@@ -219,6 +219,14 @@ class ProtobufExportTests(ApiTestCase):
         event = ApiRequest.objects.get()
         self.assertEqual((event.status_code, event.user_ref), (404, "12345678"))
 
+    def test_strings_with_characters_copy_must_escape_are_stored_exactly(self):
+        odd = {"http.route": "/a\\b\tc", "enduser.id": "line\nbreak\r"}
+        self.post(export_request(server_span(attrs=HTTP_GET, span_id=b"\x01" * 8),
+                                 server_span(attrs={**HTTP_GET, **odd}, span_id=b"\x02" * 8),
+                                 service="tab\tservice"))
+        stored = set(ApiRequest.objects.values_list("service", "endpoint", "user_ref"))
+        self.assertEqual(stored, {("tab\tservice", "/orders/{id}", ""), ("tab\tservice", "/a\\b\tc", "line\nbreak\r")})
+
     def test_without_a_service_name_the_service_is_unknown_service(self):
         self.post(export_request(server_span(attrs=HTTP_GET), service=None))
         self.assertEqual(ApiRequest.objects.get().service, "unknown_service")
