@@ -16,7 +16,7 @@ READ_CHUNK = 64 * 1024
 
 
 class BodyError(Exception):
-    """The body can't be read as sent; `status` is the HTTP answer (400, 413, 415)."""
+    """The body can't be read as sent; `status` is the HTTP answer (400, 411, 413, 415)."""
 
     def __init__(self, status: int, detail: str):
         super().__init__(detail)
@@ -48,10 +48,10 @@ def body_stream(request):
 
     Django reads at most CONTENT_LENGTH bytes of the WSGI input, and none when the header is
     missing, which is the case of every `Transfer-Encoding: chunked` upload. gunicorn decodes
-    the chunking itself and marks its input as ending at the body's end
-    (`wsgi.input_terminated`), so such a body is read from the WSGI input directly. Without
-    either mark, reading an unbounded input could wait forever for bytes that never come, so
-    the body is taken as empty.
+    the chunking itself and marks its input as ending where the body ends
+    (`wsgi.input_terminated`, also set by uWSGI and mod_wsgi), so such a body is read from
+    the WSGI input directly. A chunked body on a server without that mark can't be read
+    safely (a read could wait for bytes that never come): 411.
     """
     meta = request.META
     length = meta.get("CONTENT_LENGTH")
@@ -63,10 +63,11 @@ def body_stream(request):
         if declared < 0:
             raise BodyError(400, "Invalid Content-Length header.")
         return request, declared
-    chunked = "chunked" in (meta.get("HTTP_TRANSFER_ENCODING") or "").lower()
-    if chunked or meta.get("wsgi.input_terminated"):
-        return meta["wsgi.input"], None
-    return request, 0
+    if "chunked" not in (meta.get("HTTP_TRANSFER_ENCODING") or "").lower():
+        return request, 0
+    if not meta.get("wsgi.input_terminated"):
+        raise BodyError(411, "This server can't read a chunked body; send a Content-Length.")
+    return meta["wsgi.input"], None
 
 
 def read_capped(request, max_bytes: int) -> bytes:

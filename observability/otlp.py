@@ -45,7 +45,7 @@ RETRY_AFTER_SECONDS = 5
 MAX_DESCRIBED = 5
 
 # google.rpc.Code for each HTTP status we answer (google/rpc/code.proto's HTTP mapping).
-_RPC_CODES = {400: 3, 401: 16, 403: 7, 404: 5, 405: 12, 413: 8, 415: 3, 429: 8, 500: 13, 503: 14}
+_RPC_CODES = {400: 3, 401: 16, 403: 7, 404: 5, 405: 12, 411: 3, 413: 8, 415: 3, 429: 8, 500: 13, 503: 14}
 
 # Attributes read from a span (current HTTP semantic conventions first, then the older names).
 METHOD_KEYS = ("http.request.method", "http.method")

@@ -29,6 +29,7 @@ def chunked_request(data: bytes, **meta):
     request = RequestFactory().post(INGEST_URL, data=b"", content_type="application/json", **meta)
     request.META.pop("CONTENT_LENGTH", None)
     request.META["HTTP_TRANSFER_ENCODING"] = "chunked"
+    request.META["wsgi.input_terminated"] = True
     request.META["wsgi.input"] = io.BytesIO(data)
     return request
 
@@ -80,6 +81,18 @@ class ReadCappedTests(SimpleTestCase):
     def test_a_chunked_body_without_content_length_is_read_to_its_end(self):
         data = json.dumps(make_events(3)).encode()
         self.assertEqual(body.read_capped(chunked_request(data), 10_000), data)
+
+    def test_a_chunked_body_on_a_server_that_does_not_end_its_input_is_a_411(self):
+        request = chunked_request(b"[]")
+        del request.META["wsgi.input_terminated"]
+        with self.assertRaises(body.BodyError) as caught:
+            body.read_capped(request, 1000)
+        self.assertEqual(caught.exception.status, 411)
+
+    def test_a_body_without_content_length_or_chunking_is_empty(self):
+        request = chunked_request(b"[1]")
+        del request.META["HTTP_TRANSFER_ENCODING"]
+        self.assertEqual(body.read_capped(request, 1000), b"")
 
     def test_a_chunked_body_over_the_cap_is_a_413(self):
         with self.assertRaises(body.BodyError) as caught:
