@@ -44,7 +44,8 @@ RETRY_AFTER_SECONDS = 5
 # How many rejected spans the partialSuccess message describes one by one.
 MAX_DESCRIBED = 5
 
-# google.rpc.Code for each HTTP status we answer (google/rpc/code.proto's HTTP mapping).
+# The google.rpc.Code closest to each HTTP status we answer (google/rpc/code.proto maps
+# 400, 401, 403, 404, 429, 500, 501, 503 this way; 413 and 415 have no exact code).
 _RPC_CODES = {400: 3, 401: 16, 403: 7, 404: 5, 405: 12, 411: 3, 413: 8, 415: 3, 429: 8, 500: 13, 503: 14}
 
 # Attributes read from a span (current HTTP semantic conventions first, then the older names).
@@ -195,7 +196,7 @@ def _slim_request_class():
     the parser (C, upb) builds each span's attribute lookup table itself and leaves every
     AnyValue undecoded until asked for: reading a span's HTTP attributes through the generated
     classes costs about 20 µs per span (a Python object per attribute and value), through this
-    one about 2 µs. Field numbers are those of opentelemetry/proto/trace/v1/trace.proto and
+    one about 2-3 µs. Field numbers are those of opentelemetry/proto/trace/v1/trace.proto and
     collector/trace/v1/trace_service.proto; fields not declared here (events, links, status,
     scope, ...) are skipped by the parser as unknown fields.
     """
