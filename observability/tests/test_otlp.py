@@ -135,6 +135,32 @@ class SpanTimeTests(SimpleTestCase):
         self.assertIsNone(otlp._iso_time(10**21))
 
 
+class FastPathTests(SimpleTestCase):
+    def test_the_inlined_mapping_of_common_spans_gives_the_same_event_as_the_general_one(self):
+        rng = random.Random(5)
+        spans = []
+        for i in range(300):
+            attrs = {"http.request.method": rng.choice(["GET", "POST", "DELETE", "_OTHER", "get"]),
+                     "http.response.status_code": rng.choice([200, 201, 404, 503, 99, 1000, 5, 70_000]),
+                     "http.route": rng.choice(["/a/{id}", "/b", "/" + "r" * 200, "/c?x=1", "/é"])}
+            if rng.random() < 0.7:
+                attrs["enduser.id"] = rng.choice(["u1", "", "ü" * 70, "x" * 130])
+            spans.append(server_span(attrs=attrs, start=rng.randrange(1, 2**63), latency_ns=rng.randrange(10**9),
+                                     span_id=i.to_bytes(8, "big")))
+        raw = export_request(*spans).SerializeToString()
+        parsed = otlp._SlimExportTraceServiceRequest.FromString(raw).resource_spans[0].scope_spans[0].spans
+        fast = 0
+        for span in parsed:
+            general = otlp.span_event(service="checkout", name=span.name, trace_id=span.trace_id.hex(),
+                                      start=span.start_time_unix_nano, end=span.end_time_unix_nano,
+                                      get=otlp._pb_getter(span.attributes))
+            inlined = otlp._common_server_span(span, "checkout")
+            if inlined is not None:
+                fast += 1
+                self.assertEqual(inlined, general)
+        self.assertTrue(50 < fast < len(parsed))  # both paths ran
+
+
 class ProtobufExportTests(ApiTestCase):
     def post(self, message, *, gzipped=False, **extra):
         data = message.SerializeToString() if hasattr(message, "SerializeToString") else message
@@ -227,6 +253,14 @@ class ProtobufExportTests(ApiTestCase):
         stored = set(ApiRequest.objects.values_list("service", "endpoint", "user_ref"))
         self.assertEqual(stored, {("tab\tservice", "/orders/{id}", ""), ("tab\tservice", "/a\\b\tc", "line\nbreak\r")})
 
+    def test_a_nul_character_rejects_the_span_instead_of_breaking_the_write(self):
+        response = self.post(export_request(server_span(attrs={**HTTP_GET, "http.route": "/a\x00b"}),
+                                            server_span(attrs=HTTP_GET)))
+        answer = ExportTraceServiceResponse.FromString(response.content)
+        self.assertEqual(answer.partial_success.rejected_spans, 1)
+        self.assertIn("Null characters are not allowed", answer.partial_success.error_message)
+        self.assertEqual(ApiRequest.objects.count(), 1)
+
     def test_without_a_service_name_the_service_is_unknown_service(self):
         self.post(export_request(server_span(attrs=HTTP_GET), service=None))
         self.assertEqual(ApiRequest.objects.get().service, "unknown_service")
@@ -239,6 +273,20 @@ class ProtobufExportTests(ApiTestCase):
 
     def test_an_undecodable_body_is_a_400_status_in_protobuf(self):
         self.assert_status(self.post(b"\xff\xff\xff"), 400, 3, "not a valid ExportTraceServiceRequest")
+
+    def test_corrupted_bodies_are_answered_200_or_400_never_500(self):
+        valid = export_request(*[server_span(attrs={**HTTP_GET, "enduser.id": "u"}, span_id=bytes([i]) * 8)
+                                 for i in range(1, 4)]).SerializeToString()
+        rng = random.Random(3)
+        for _ in range(150):
+            body = bytearray(valid)
+            for _ in range(rng.randrange(1, 4)):
+                body[rng.randrange(len(body))] = rng.randrange(256)
+            body = bytes(body[: rng.randrange(len(body) + 1)]) if rng.random() < 0.3 else bytes(body)
+            response = self.post(body)
+            self.assertIn(response.status_code, (200, 400), body)
+            if response.status_code == 400:
+                self.assertTrue(status_pb2.Status.FromString(response.content).message)
 
     def test_a_body_that_is_not_gzip_despite_the_header_is_a_400(self):
         response = self.post(export_request(server_span(attrs=HTTP_GET)), HTTP_CONTENT_ENCODING="gzip")
@@ -333,6 +381,15 @@ class JsonExportTests(ApiTestCase):
         self.assertIn("out of range", answer["partialSuccess"]["errorMessage"])
         self.assertEqual(ApiRequest.objects.count(), 0)
 
+    def test_a_lone_surrogate_rejects_the_span_instead_of_breaking_the_write(self):
+        route = {"key": "http.route", "value": {"stringValue": "/a\ud800"}}
+        body = json.dumps(spec_example([*NEW_NAMES[:2], route])).encode()
+        self.assertIn(b"\\ud800", body)
+        answer = self.post(body).json()
+        self.assertEqual(answer["partialSuccess"]["rejectedSpans"], "1")
+        self.assertIn("Unicode", answer["partialSuccess"]["errorMessage"])
+        self.assertEqual(ApiRequest.objects.count(), 0)
+
     def test_a_trace_id_that_is_not_hex_rejects_the_span(self):
         answer = self.post(spec_example(NEW_NAMES, traceId="W4739/eYA4ED0mm2M4E/xg==")).json()
         self.assertEqual(answer["partialSuccess"]["rejectedSpans"], "1")
@@ -342,7 +399,8 @@ class JsonExportTests(ApiTestCase):
         for body, text in ((b"{", "not valid JSON"), (b"[]", "JSON object"),
                            (b'{"resourceSpans": {}}', "resourceSpans"),
                            (b'{"resourceSpans": [1]}', "must be an object"),
-                           (b'{"resourceSpans": [{"scopeSpans": [{"spans": "x"}]}]}', "spans")):
+                           (b'{"resourceSpans": [{"scopeSpans": [{"spans": "x"}]}]}', "spans"),
+                           (b"[" * 100_000, "not valid JSON")):
             with self.subTest(body=body):
                 response = self.post(body)
                 self.assertEqual(response.status_code, 400)
