@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -33,6 +34,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from observability import ingest
+
+logger = logging.getLogger(__name__)
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
@@ -582,6 +585,7 @@ def receive_traces(request) -> HttpResponse:
         return error_response(exc.status, exc.message, encoding, exc.headers)
     except (OperationalError, InterfaceError):
         # Nothing was stored (one transaction): the exporter retries a 503 after Retry-After.
+        logger.warning("OTLP export answered 503: database error", exc_info=True)
         return error_response(503, "The database is unavailable; retry later.", encoding,
                               {"Retry-After": str(RETRY_AFTER_SECONDS)})
     answer = ExportTraceServiceResponse()
