@@ -313,8 +313,10 @@ class ProtobufExportTests(ApiTestCase):
     def test_a_database_outage_is_a_503_with_retry_after_and_stores_nothing(self):
         with mock.patch("observability.ingest._copy_rows", side_effect=OperationalError("down")), \
                 mock.patch("django.db.models.query.QuerySet.bulk_create", side_effect=OperationalError("down")), \
-                self.assertLogs("django.request", level="ERROR"):  # a 503 is logged as a server error
+                self.assertLogs("django.request", level="ERROR"), \
+                self.assertLogs("observability.otlp", level="WARNING") as logged:
             response = self.post(export_request(server_span(attrs=HTTP_GET)))
+        self.assertIn("down", "\n".join(logged.output))  # the cause is in the log
         self.assert_status(response, 503, 14, "unavailable")
         self.assertEqual(response["Retry-After"], str(otlp.RETRY_AFTER_SECONDS))
         self.assertEqual(ApiRequest.objects.count(), 0)
