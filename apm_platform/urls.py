@@ -1,10 +1,12 @@
-"""Root URLs: the API under /api/ with its OpenAPI schema and docs; people log in at /accounts/login/."""
+"""Root URLs: the API under /api/ with its OpenAPI schema and docs, the OTLP/HTTP receiver under
+/v1/; people log in at /accounts/login/."""
 
 from django.contrib.auth import views as auth_views
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from observability.access import login_required
+from observability.views import otlp_dropped, otlp_traces
 
 urlpatterns = [
     path("api/", include("observability.urls")),
@@ -18,6 +20,9 @@ urlpatterns = [
     # Only login and logout: the password-reset views would need mail and more templates.
     path("accounts/login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    # OTLP/HTTP at the root, where exporters append /v1/<signal> to OTEL_EXPORTER_OTLP_ENDPOINT.
+    re_path(r"^v1/traces/?$", otlp_traces, name="otlp-traces"),
+    re_path(r"^v1/(?:metrics|logs)/?$", otlp_dropped, name="otlp-dropped"),
 ]
 
 # Only used with DEBUG off; JsonErrorMiddleware covers DEBUG on as well.
