@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -33,7 +34,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
-from observability import ingest
+from observability import access, ingest
 
 logger = logging.getLogger(__name__)
 
@@ -459,8 +460,9 @@ def _is_hex(text: str) -> bool:
 # --- The export ------------------------------------------------------------------------------
 
 
-def export_traces(raw: bytes, encoding: str) -> ExportOutcome:
-    """Store the SERVER HTTP spans of one export request as events (one transaction)."""
+def export_traces(raw: bytes, encoding: str, principal: access.Principal | None = None) -> ExportOutcome:
+    """Store the SERVER HTTP spans of one export request as events (one transaction), charged
+    to `principal`'s ingest rate limit (a 429 with Retry-After stores nothing)."""
     outcome = ExportOutcome()
     decoded = spans_from_protobuf(raw, outcome) if encoding == "protobuf" else spans_from_json(raw, outcome)
     events: list = []
@@ -477,6 +479,11 @@ def export_traces(raw: bytes, encoding: str) -> ExportOutcome:
     if len(events) > max_events:
         raise OtlpError(413, f"Too many server spans: {len(events)} in one request; the limit is "
                              f"{max_events} (APM_INGEST_MAX_EVENTS).")
+    # The same per-key limit as bulk ingest, counted in the events this request would store.
+    if principal is not None and (wait := access.ingest_wait(principal, len(events))):
+        raise OtlpError(429, f"Ingest rate limit of {settings.APM_INGEST_RATE_LIMIT:g} events/s per key "
+                             f"exceeded ({len(events)} server spans sent); nothing was stored.",
+                        {"Retry-After": str(math.ceil(wait))})
     result = ingest.ingest_events(events, strict=False, escape=_needs_copy_escaping(events))
     outcome.accepted = result.inserted
     outcome.rejected += result.rejected
@@ -578,7 +585,8 @@ def receive_traces(request) -> HttpResponse:
                                    f"{PROTOBUF} or {JSON}.", "json")
     try:
         raw = ingest.read_body(request)
-        outcome = export_traces(raw, encoding)
+        # access.check (the view) left the caller on the request.
+        outcome = export_traces(raw, encoding, getattr(request, "apm_principal", None))
     except ingest.BatchError as exc:
         return error_response(exc.status, exc.detail, encoding)
     except OtlpError as exc:

@@ -9,7 +9,7 @@ from unittest import mock
 
 from django.db import OperationalError
 from django.http import JsonResponse
-from django.test import RequestFactory, SimpleTestCase, override_settings
+from django.test import Client, RequestFactory, SimpleTestCase, override_settings
 from google.rpc import status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
@@ -18,10 +18,10 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
-from observability import otlp
+from observability import access, otlp
 from observability.models import ApiRequest
 from observability.tests.test_body import gzip_bomb
-from observability.tests.utils import ApiTestCase
+from observability.tests.utils import ApiTestCase, api_key_headers, make_events, post_ingest
 
 TRACES = "/v1/traces"
 PROTOBUF = "application/x-protobuf"
@@ -443,3 +443,47 @@ class OtherSignalsAndAccessTests(ApiTestCase):
         response = otlp.from_error_response(refusal, request)
         self.assertEqual((response.status_code, response["Retry-After"]), (429, "30"))
         self.assertEqual(json.loads(response.content), {"code": 8, "message": "Slow down."})
+
+
+class ReceiverAccessTests(ApiTestCase):
+    """The receivers call access.check like every write: an ingest key, answered in OTLP's shape."""
+
+    def setUp(self):
+        access.clear_rate_limits()
+        self.addCleanup(access.clear_rate_limits)
+
+    def export(self, spans: int, headers: dict):
+        request = export_request(*[server_span(attrs=HTTP_GET, span_id=bytes([i + 1]) * 8) for i in range(spans)])
+        auth = {"HTTP_" + name.upper().replace("-", "_"): value for name, value in headers.items()}
+        return Client().post(TRACES, data=request.SerializeToString(), content_type=PROTOBUF, **auth)
+
+    def test_without_a_key_or_with_a_read_key_nothing_is_stored_and_the_refusal_is_a_status(self):
+        for path in (TRACES, "/v1/metrics", "/v1/logs"):
+            response = Client().post(path, data=b"\x0a\x00", content_type=PROTOBUF)
+            self.assertEqual((response.status_code, response["WWW-Authenticate"]), (401, 'Bearer realm="apm"'), path)
+            self.assertEqual(status_pb2.Status.FromString(response.content).code, 16, path)  # UNAUTHENTICATED
+        response = self.export(1, api_key_headers("read"))
+        self.assertEqual(response.status_code, 403)
+        self.assertEqual(status_pb2.Status.FromString(response.content).code, 7)  # PERMISSION_DENIED
+        self.assertEqual(self.export(1, api_key_headers("ingest")).status_code, 200)
+        self.assertEqual(ApiRequest.objects.count(), 1)
+
+    @override_settings(APM_INGEST_RATE_LIMIT=10, APM_INGEST_RATE_BURST=20)
+    def test_the_ingest_rate_limit_counts_server_spans_and_a_refusal_stores_nothing(self):
+        key = api_key_headers("ingest")
+        now = [1000.0]
+        with mock.patch("observability.access.time.monotonic", side_effect=lambda: now[0]):
+            self.assertEqual(self.export(15, key).status_code, 200)  # 5 tokens left
+            refused = self.export(10, key)
+            self.assertEqual((refused.status_code, refused["Retry-After"]), (429, "1"))  # 5 missing at 10/s
+            status = status_pb2.Status.FromString(refused.content)
+            self.assertEqual(status.code, 8)  # RESOURCE_EXHAUSTED
+            self.assertIn("rate limit", status.message)
+            self.assertEqual(ApiRequest.objects.count(), 15)
+            # Bulk ingest and OTLP share the key's bucket.
+            self.assertEqual(post_ingest(Client(), make_events(5), **{"HTTP_AUTHORIZATION": key["Authorization"]})
+                             .status_code, 200)
+            self.assertEqual(self.export(1, key).status_code, 429)
+            now[0] += 1.0  # 10 tokens
+            self.assertEqual(self.export(10, key).status_code, 200)
+        self.assertEqual(ApiRequest.objects.count(), 15 + 5 + 10)
