@@ -20,6 +20,9 @@ from observability import db
 logger = logging.getLogger(__name__)
 
 _KEEP_HEADERS = ("Allow", "Retry-After", "WWW-Authenticate")
+# The OTLP receiver answers errors with google.rpc.Status in the request's encoding (binary
+# protobuf included), as the OTLP spec requires: its responses are left as they are.
+OTLP_PATHS = ("/v1/traces", "/v1/metrics", "/v1/logs")
 
 
 def _reason(status: int) -> str:
@@ -49,7 +52,7 @@ class JsonErrorMiddleware:
             return error_response(400, "Too many query parameters: at most "
                                        f"{settings.DATA_UPLOAD_MAX_NUMBER_FIELDS} are accepted.")
         response = self.get_response(request)
-        if response.status_code < 400:
+        if response.status_code < 400 or request.path.rstrip("/") in OTLP_PATHS:
             return response
         content_type = response.get("Content-Type", "")
         if content_type.startswith("application/json"):

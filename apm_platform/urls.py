@@ -1,12 +1,14 @@
-"""Root URLs: the dashboard at /, the API under /api/ with its schema and docs, the login under /accounts/."""
+"""Root URLs: the dashboard at /, the API under /api/ with its schema and docs, the OTLP/HTTP receiver
+under /v1/, /metrics, and the login under /accounts/."""
 
 from django.contrib.auth import views as auth_views
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from observability import dashboard
 from observability.access import login_required
 from observability.metrics import metrics_view
+from observability.views import otlp_dropped, otlp_traces
 
 urlpatterns = [
     path("api/", include("observability.urls")),
@@ -24,6 +26,9 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     # Prometheus scrape target (README "Running it for months": who may read it).
     path("metrics", metrics_view, name="metrics"),
+    # OTLP/HTTP at the root, where exporters append /v1/<signal> to OTEL_EXPORTER_OTLP_ENDPOINT.
+    re_path(r"^v1/traces/?$", otlp_traces, name="otlp-traces"),
+    re_path(r"^v1/(?:metrics|logs)/?$", otlp_dropped, name="otlp-dropped"),
 ]
 
 # Only used with DEBUG off; JsonErrorMiddleware covers DEBUG on as well.

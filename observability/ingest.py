@@ -21,7 +21,7 @@ import msgspec
 from django.conf import settings
 from django.db import connection, transaction
 
-from observability import retention, rollups
+from observability import body, retention, rollups
 from observability.models import METHODS, ApiRequest
 
 # Column order of the COPY and of the tuples the validator returns.
@@ -710,24 +710,13 @@ def needs_copy_escaping(raw: bytes) -> bool:
 
 
 def read_body(request) -> bytes:
-    """The body of a Django request, refusing more than APM_INGEST_MAX_BYTES (413)."""
-    max_bytes = settings.APM_INGEST_MAX_BYTES
+    """The body of a Django request, gzip inflated, chunked or not, refusing more than
+    APM_INGEST_MAX_BYTES once decompressed (413); see `observability.body`."""
     try:
-        declared = int(request.META.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        raise BatchError(400, "Invalid Content-Length header.") from None
-    if declared > max_bytes:
-        raise BatchError(413, _too_large(declared, max_bytes))
-    # Read the stream directly, not request.body, so Django does not keep a second copy.
-    raw = request.read(max_bytes + 1)
-    if len(raw) > max_bytes:
-        raise BatchError(413, _too_large(len(raw), max_bytes))
-    return raw
-
-
-def _too_large(size: int, max_bytes: int) -> str:
-    return (f"The request body is too large: {size} bytes; the limit is {max_bytes} bytes "
-            "(APM_INGEST_MAX_BYTES).")
+        # The stream is read directly, not request.body, so Django does not keep a second copy.
+        return body.read_capped(request, settings.APM_INGEST_MAX_BYTES)
+    except body.BodyError as exc:
+        raise BatchError(exc.status, exc.detail) from None
 
 
 # --- Ingest ---------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 import logging
 
 from django.conf import settings
+from django.views.decorators.csrf import csrf_exempt
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import extend_schema
 from rest_framework import status, viewsets
@@ -13,7 +14,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apm_platform.parsers import EventJSONParser, UnreadBodyParser
-from observability import access, analytics, db, ingest, metrics, retention, rollups
+from observability import access, analytics, db, ingest, metrics, otlp, retention, rollups
 from observability.filters import ApiRequestFilter, RollupFilter
 from observability.models import ApiRequest
 from observability.params import StrictQueryParamsMixin
@@ -201,3 +202,33 @@ class HealthView(StrictQueryParamsMixin, APIView):
                                 headers={"Retry-After": str(settings.APM_RETRY_AFTER)})
             return Response({"status": "ok", "db": "ok"})
         return Response({"status": "ok"})
+
+
+# OTLP/HTTP receivers: plain Django views, because their answers (google.rpc.Status in the
+# request's encoding) are the OTLP spec's, not DRF's. Exporters send an API key, never a
+# session cookie, so CSRF does not apply.
+
+
+@csrf_exempt
+@metrics.timed_ingest("/v1/traces")
+def otlp_traces(request):
+    """POST /v1/traces: SERVER spans become events (API.md "OpenTelemetry")."""
+    if request.method != "POST":
+        return otlp.error_response(405, "Use POST.", otlp.response_encoding(request), {"Allow": "POST"})
+    if (denied := access.check(request, "ingest")):
+        return otlp.from_error_response(denied, request)
+    response = otlp.receive_traces(request)
+    if (outcome := getattr(response, "otlp_outcome", None)) is not None:
+        metrics.record_ingest(endpoint="/v1/traces", accepted=outcome.accepted, rejected=outcome.rejected,
+                              nbytes=outcome.nbytes)
+    return response
+
+
+@csrf_exempt
+def otlp_dropped(request):
+    """POST /v1/metrics and /v1/logs: accepted with 200 and dropped (traces only are stored)."""
+    if request.method != "POST":
+        return otlp.error_response(405, "Use POST.", otlp.response_encoding(request), {"Allow": "POST"})
+    if (denied := access.check(request, "ingest")):
+        return otlp.from_error_response(denied, request)
+    return otlp.receive_dropped(request)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Ingest throughput: POST /api/requests/ingest/ beside raw COPY and a naive DRF path.
+"""Ingest throughput: POST /api/requests/ingest/ and /v1/traces beside raw COPY and a naive DRF path.
 
 Starts gunicorn on loopback against DATABASE_URL (PostgreSQL; `make bench-ingest` starts a
 throwaway cluster when none is given), then, each time into the same freshly truncated table:
@@ -7,10 +7,13 @@ throwaway cluster when none is given), then, each time into the same freshly tru
   1. raw COPY of the rows, B at a time, one transaction each: the physical limit;
   2. the endpoint, N events in batches of B, with an ingest API key (as clients send it);
   3. the same view without authentication (a bench-only URL): what access control costs;
-  4. a naive DRF ListSerializer + bulk_create endpoint: the baseline.
+  4. the OTLP receiver, the same N events as SERVER spans (protobuf + gzip, B spans a request,
+     with the attributes an instrumented service sends), with the same ingest key;
+  5. a naive DRF ListSerializer + bulk_create endpoint: the baseline.
 
 Prints events/s for each, the endpoint's ratio to COPY and to the naive path, the cost of
-authentication, and the peak RSS of the gunicorn workers. Figures also go to reports/bench_ingest.json.
+authentication, the OTLP receiver's ratio to the JSON endpoint, and the peak RSS of the gunicorn
+workers. Figures also go to reports/bench_ingest.json.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 COPY, ENDPOINT, NAIVE = "raw COPY (limit)", "POST /api/requests/ingest/", "naive DRF + bulk_create"
 NO_AUTH = "same view, no auth"
 NO_AUTH_PATH = "/bench/ingest-no-auth/"
+OTLP = "POST /v1/traces (pb+gzip)"
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.support import Gunicorn, setup_django  # noqa: E402
@@ -58,6 +62,56 @@ def make_events(n: int, seed: int) -> list[dict]:
             "user_ref": f"user-{rng.randrange(5000)}",
         })
     return events
+
+
+def otlp_body(events: list[dict]) -> bytes:
+    """One gzip ExportTraceServiceRequest holding `events` as SERVER spans, one resource per
+    service, each span with the attributes the Python SDK's HTTP instrumentation sets."""
+    import gzip
+
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+    from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
+
+    def kv(key, value):
+        return KeyValue(key=key, value=AnyValue(int_value=value) if isinstance(value, int)
+                        else AnyValue(string_value=value))
+
+    by_service: dict[str, list] = {}
+    for e in events:
+        start = int(datetime.fromisoformat(e["time"]).timestamp() * 1e6) * 1000
+        path = e["endpoint"].replace("{id}", "12345")
+        by_service.setdefault(e["service"], []).append(Span(
+            trace_id=bytes.fromhex(e["trace_id"].rjust(32, "0")), span_id=bytes.fromhex(e["trace_id"]),
+            name=f"{e['method']} {e['endpoint']}", kind=Span.SPAN_KIND_SERVER, start_time_unix_nano=start,
+            end_time_unix_nano=start + int(e["latency_ms"] * 1e6),
+            attributes=[kv("http.request.method", e["method"]), kv("http.route", e["endpoint"]),
+                        kv("http.response.status_code", e["status_code"]), kv("url.path", path),
+                        kv("url.scheme", "http"), kv("server.address", "10.0.0.7"), kv("server.port", 8000),
+                        kv("network.protocol.version", "1.1"), kv("client.address", "10.0.3.4"),
+                        kv("user_agent.original", "python-requests/2.32.3"), kv("enduser.id", e["user_ref"])],
+        ))
+    request = ExportTraceServiceRequest(resource_spans=[
+        ResourceSpans(resource={"attributes": [kv("service.name", service), kv("telemetry.sdk.language", "python")]},
+                      scope_spans=[ScopeSpans(scope={"name": "opentelemetry.instrumentation.wsgi"}, spans=spans)])
+        for service, spans in by_service.items()
+    ])
+    return gzip.compress(request.SerializeToString())
+
+
+def otlp_poster(port: int, headers: dict):
+    def post(body: bytes, state: dict):
+        conn = state.get("conn")
+        if conn is None:
+            conn = state["conn"] = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+        conn.request("POST", "/v1/traces", body=body,
+                     headers={"Content-Type": "application/x-protobuf", "Content-Encoding": "gzip", **headers})
+        response = conn.getresponse()
+        payload = response.read()
+        # 200 with an empty ExportTraceServiceResponse: every span stored, none rejected.
+        if response.status != 200 or payload:
+            raise RuntimeError(f"/v1/traces: HTTP {response.status}: {payload[:300]!r}")
+    return post
 
 
 def batches(items: list, size: int) -> list[list]:
@@ -191,6 +245,7 @@ def main() -> int:
     bodies = [json.dumps(chunk).encode() for chunk in batches(events, args.batch)]
     naive_n = args.naive_events or args.events
     naive_bodies = [json.dumps(chunk).encode() for chunk in batches(events[:naive_n], args.batch)]
+    otlp_bodies = [otlp_body(chunk) for chunk in batches(events, args.batch)]
     rows = [ingest.validate_event(e) for e in events]
     copy_texts = [ingest._CopySource(chunk).read_all() for chunk in batches(rows, args.batch)]
     mb = sum(len(b) for b in bodies) / 1e6
@@ -214,7 +269,8 @@ def main() -> int:
                      args.concurrency)
         base_rss = max(worker_rss_kib(server.pid) or [0])
 
-        timings: dict[str, list[float]] = {COPY: [], ENDPOINT: [], NO_AUTH: [], NAIVE: []}
+        run_parallel(otlp_bodies[:args.concurrency], otlp_poster(port, auth), args.concurrency)
+        timings: dict[str, list[float]] = {COPY: [], ENDPOINT: [], NO_AUTH: [], OTLP: [], NAIVE: []}
         peak_rss = base_rss
 
         def copy_batch(text: str, state: dict):
@@ -243,6 +299,10 @@ def main() -> int:
                 assert count() == args.events, f"{name} lost rows"
             peak_rss = max([peak_rss, *worker_rss_kib(server.pid)])
             truncate()
+            timings[OTLP].append(run_parallel(otlp_bodies, otlp_poster(port, auth), args.concurrency))
+            assert count() == args.events, "the OTLP receiver lost rows"
+            peak_rss = max([peak_rss, *worker_rss_kib(server.pid)])
+            truncate()
             timings[NAIVE].append(run_parallel(
                 naive_bodies, http_poster(port, "/bench/naive-ingest/", args.batch), args.concurrency))
             assert count() == naive_n, "the naive path lost rows"
@@ -258,6 +318,7 @@ def main() -> int:
     limit = args.events / results[COPY][1]
     endpoint = args.events / results[ENDPOINT][1]
     naive = naive_n / results[NAIVE][1]
+    otlp = args.events / results[OTLP][1]
     print()
     print(f"database: {database} ({'hypertable' if hypertable else 'plain table'}), "
           f"{args.events} events in batches of {args.batch} ({mb:.1f} MB of JSON), "
@@ -277,6 +338,8 @@ def main() -> int:
           f"ratios, with a key vs the same view without auth; target <= 3%)")
     print(f"auth cost in-process: {auth_us:.1f} us per request = {auth_us / 1e6 / per_request_s:.3%} of one "
           f"{args.batch}-event request ({per_request_s * 1e3:.0f} ms)")
+    print(f"OTLP / JSON endpoint: {otlp / endpoint:.0%} (target >= 50%; one {args.batch}-span "
+          f"protobuf+gzip body is {len(otlp_bodies[0]) / 1e6:.2f} MB)")
     print(f"peak gunicorn worker RSS: {peak_rss / 1024:.0f} MiB "
           f"(after warm-up {base_rss / 1024:.0f} MiB; one {args.batch}-event body is "
           f"{len(bodies[0]) / 1e6:.1f} MB)")
@@ -289,6 +352,7 @@ def main() -> int:
                          "all_seconds": timings[name]} for name, (n, secs) in results.items()},
         "endpoint_vs_copy": endpoint / limit, "endpoint_vs_naive": endpoint / naive,
         "auth_cost": paired, "auth_cost_in_process_us": auth_us,
+        "otlp_vs_endpoint": otlp / endpoint,
         "peak_worker_rss_mib": peak_rss / 1024,
     }
     (ROOT / "reports").mkdir(exist_ok=True)

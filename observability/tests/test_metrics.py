@@ -75,6 +75,21 @@ class MetricsEndpointTests(ApiTestCase):
             "duration_count": 3,  # the strict 400 and the 413 too
         })
 
+    def test_otlp_exports_are_counted_under_their_own_endpoint(self):
+        from observability.tests.test_otlp import HTTP_GET, PROTOBUF, export_request, server_span
+
+        before = ingest_counts(self.scrape(), "/v1/traces")
+        trace = {**HTTP_GET, "http.request.method": "TRACE"}
+        body = export_request(server_span(attrs=HTTP_GET), server_span(attrs=trace),
+                              server_span(attrs=HTTP_GET, kind=1)).SerializeToString()
+        response = self.client.post("/v1/traces", body, content_type=PROTOBUF)
+        self.assertEqual(response.status_code, 200)
+        after = ingest_counts(self.scrape(), "/v1/traces")
+        delta = {key: after[key] - before[key] for key in after}
+        # One stored, one rejected (a method we don't store), the internal span skipped.
+        self.assertEqual(delta, {"accepted": 1, "rejected": 1, "bytes": len(body), "requests_200": 1,
+                                 "requests_413": 0, "duration_count": 1})
+
     def test_django_prometheus_request_and_database_metrics_are_exposed(self):
         self.client.get("/api/requests/")
         names = {name for name, _ in self.scrape()}

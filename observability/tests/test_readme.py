@@ -17,6 +17,7 @@ from benchmarks.support import Gunicorn
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
 API = README[README.index("## The API"):README.index("## Demo data")]
+SEND = README[README.index("## Send data"):README.index("## The API")]
 
 
 def curl_commands(text: str) -> list[str]:
@@ -50,6 +51,15 @@ class ReadmeCurlTests(SimpleTestCase):
                 self.assertRegex(command, r'-H "(Authorization: Bearer|X-API-Key:) \$APM_KEY"', command)
 
     def test_the_api_examples_give_the_documented_answers_in_order(self):
+        self.assertGreaterEqual(self.run_examples(API), 4, "complete answers compared")
+
+    def test_the_send_data_examples_give_the_documented_answers(self):
+        # On a database of their own: the events they store would change The API's answers.
+        self.assertGreaterEqual(self.run_examples(SEND), 2, "complete answers compared")
+
+    def run_examples(self, section: str) -> int:
+        """Run the section's bash blocks with curl in order against a fresh gunicorn (its own
+        SQLite file and admin key) and compare each complete answer; how many were compared."""
         if shutil.which("curl") is None:
             raise unittest.SkipTest("curl is not installed")
         with tempfile.TemporaryDirectory() as tmp:
@@ -61,7 +71,7 @@ class ReadmeCurlTests(SimpleTestCase):
             key = subprocess.run([*manage, "create_api_key", "readme", "--scope", "admin"], cwd=ROOT, check=True,
                                  env={**os.environ, **env}, capture_output=True, text=True).stdout.splitlines()[-1]
             with Gunicorn(env) as server:
-                blocks = [b for b in re.findall(r"```bash\n(.*?)```", API, re.S) if "curl" in b]
+                blocks = [b for b in re.findall(r"```bash\n(.*?)```", section, re.S) if "curl " in b]
                 checked = 0
                 for block in blocks:
                     script = block.replace("127.0.0.1:8000", f"127.0.0.1:{server.port}")
@@ -81,4 +91,4 @@ class ReadmeCurlTests(SimpleTestCase):
                             continue  # an abbreviated answer ("...")
                         self.assertIn(want, answers, comment)
                         checked += 1
-                self.assertGreaterEqual(checked, 4, "complete answers compared")
+                return checked
