@@ -4,7 +4,7 @@ PORT ?= 8000
 COMPOSE := docker compose -f docker/docker-compose.yml
 VENV_PY := source scripts/bootstrap.sh &&
 
-.PHONY: run test step6 migrate install lint bench-ingest bench seed up down logs
+.PHONY: run test step6 migrate install lint bench-ingest bench seed up down logs demo
 
 install:  ## create .venv and install the pinned requirements
 	@$(VENV_PY) true
@@ -42,3 +42,6 @@ bench:  ## query benchmark: API vs plain SQL on the raw table (ARGS="-n 10000000
 
 seed:  ## add realistic traffic to the configured database (ARGS="--events 100000")
 	@$(VENV_PY) DJANGO_DEBUG=$${DJANGO_DEBUG:-1} "$$PY" manage.py seed_requests $(ARGS)
+
+demo:  ## backend + the docs/examples apps + traffic: the dashboard fills in a minute (Ctrl-C stops all)
+	@bash scripts/demo.sh
