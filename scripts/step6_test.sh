@@ -63,6 +63,10 @@ else
   fi
 fi
 
+step "examples (make demo --check)"
+examples=$(bash scripts/test_examples.sh | tee /dev/stderr | tail -n 1)
+ran+=("$examples"); [[ $examples == "examples: FAILED"* ]] && status=1
+
 step "summary"
 for line in "${ran[@]}"; do echo "  $line"; done
 "$PY" - "$APM_TEST_RESULTS_FILE" <<'PYEOF'
