@@ -81,6 +81,9 @@ step "dashboard in a real browser (scripts/test_dashboard.sh)"
 # shellcheck source=scripts/test_dashboard.sh
 source scripts/test_dashboard.sh || status=1
 ran+=("$DASHBOARD_RESULT")
+step "examples (make demo --check)"
+examples=$(bash scripts/test_examples.sh | tee /dev/stderr | tail -n 1)
+ran+=("$examples"); [[ $examples == "examples: FAILED"* ]] && status=1
 
 step "summary"
 for line in "${ran[@]}"; do echo "  $line"; done
