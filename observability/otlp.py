@@ -26,7 +26,7 @@ import msgspec
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from django.http import HttpResponse
-from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
+from google.protobuf import descriptor_pb2, descriptor_pool, empty_pb2, json_format, message_factory
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTracePartialSuccess,
@@ -618,4 +618,34 @@ def receive_dropped(request) -> HttpResponse:
     if encoding is None:
         return error_response(415, f'Unsupported content type "{request.content_type}"; send '
                                    f"{PROTOBUF} or {JSON}.", "json")
+    # Dropped, but read and checked like traces: a broken body is the client's bug to hear
+    # about (400), and gzip and the size cap apply the same way.
+    try:
+        raw = ingest.read_body(request)
+    except ingest.BatchError as exc:
+        return error_response(exc.status, exc.detail, encoding)
+    if problem := _undecodable(raw, encoding):
+        return error_response(400, problem, encoding)
     return HttpResponse(b"{}" if encoding == "json" else b"", status=200, content_type=_media_type(encoding))
+
+
+# A message with no fields: parsing checks the wire format and keeps every field unread.
+_WIRE_ONLY = empty_pb2.Empty
+
+
+def _undecodable(raw: bytes, encoding: str) -> str | None:
+    """Why a metrics/logs body is not an OTLP export request at all (None when it may be one).
+
+    Protobuf: the wire format must parse (fields are not interpreted: the data is dropped).
+    JSON: a JSON object."""
+    if encoding == "json":
+        try:
+            payload = json.loads(raw)
+        except (ValueError, RecursionError) as exc:
+            return f"The body is not valid JSON: {exc}."
+        return None if type(payload) is dict else "The body must be a JSON object."
+    try:
+        _WIRE_ONLY.FromString(raw)
+    except DecodeError as exc:
+        return f"The body is not valid protobuf: {exc}."
+    return None

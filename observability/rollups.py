@@ -242,8 +242,13 @@ def cutoff(relation: str, using=connection) -> datetime | None:
 # --- Refresh ---------------------------------------------------------------------------------
 
 
-def refresh(relation: str, start: datetime | None, end: datetime | None) -> bool:
-    """Refresh one continuous aggregate over [start, end); False where there is none."""
+def refresh(relation: str, start: datetime | None, end: datetime | None, *, attempts: int = 6) -> bool:
+    """Refresh one continuous aggregate over [start, end); False where there is none.
+
+    TimescaleDB refuses a second concurrent refresh of one aggregate ("could not refresh ...
+    due to a concurrent refresh", LockNotAvailable) while a policy job runs: wait that out for
+    about 3 s, then let the error through (the caller decides whether that matters).
+    """
     if relation not in BY_RELATION or BY_RELATION[relation].kind == "raw":
         raise ValueError(f"Unknown rollup {relation!r}.")
     if not db.is_continuous_aggregate(relation):
@@ -252,10 +257,22 @@ def refresh(relation: str, start: datetime | None, end: datetime | None) -> bool
     start = retention.bound_refresh_start(start)
     if end is not None and start is not None and start >= end:
         return True
-    with metrics.refresh_timer(relation), connection.cursor() as cursor:
+    for attempt in range(attempts):
+        try:
+            with metrics.refresh_timer(relation):
+                _call_refresh(relation, start, end)
+            return True
+        except OperationalError as exc:
+            if getattr(exc.__cause__, "pgcode", None) != LOCK_NOT_AVAILABLE or attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * 2 ** attempt)
+    return True
+
+
+def _call_refresh(relation: str, start: datetime | None, end: datetime | None) -> None:
+    with connection.cursor() as cursor:
         # Must run outside a transaction block (TimescaleDB refuses otherwise).
         cursor.execute("CALL refresh_continuous_aggregate(%s, %s, %s)", [relation, start, end])
-    return True
 
 
 def refresh_all(start: datetime | None, end: datetime | None) -> None:
@@ -332,25 +349,17 @@ def _refresh_buckets(times: list[datetime]) -> int:
 LOCK_NOT_AVAILABLE = "55P03"
 
 
-def _refresh_waiting(relation: str, start: datetime, end: datetime, *, attempts: int = 6) -> None:
-    """refresh(), waiting out a refresh policy that is running on the same aggregate.
-
-    TimescaleDB refuses a second concurrent refresh ("could not refresh ... due to a concurrent
-    refresh"). The events are stored by then, so this must never fail the write: wait up to
-    about 3 s, then leave the buckets to the next policy run (the invalidation log keeps them).
-    """
-    for attempt in range(attempts):
-        try:
-            refresh(relation, start, end)
-            return
-        except OperationalError as exc:
-            if getattr(exc.__cause__, "pgcode", None) != LOCK_NOT_AVAILABLE:
-                raise
-            if attempt == attempts - 1:
-                logger.warning("%s: a concurrent refresh held the aggregate; [%s, %s) waits for the policy.",
-                               relation, start, end)
-                return
-            time.sleep(0.05 * 2 ** attempt)
+def _refresh_waiting(relation: str, start: datetime, end: datetime) -> None:
+    """refresh() after a write: the events are stored by then, so a refresh policy that keeps
+    the aggregate busy past refresh()'s wait must never fail the write: leave the buckets to
+    the next policy run (the invalidation log keeps them)."""
+    try:
+        refresh(relation, start, end)
+    except OperationalError as exc:
+        if getattr(exc.__cause__, "pgcode", None) != LOCK_NOT_AVAILABLE:
+            raise
+        logger.warning("%s: a concurrent refresh held the aggregate; [%s, %s) waits for the policy.",
+                       relation, start, end)
 
 
 def _runs(sorted_ints: list[int]) -> list[tuple[int, int]]:

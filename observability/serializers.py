@@ -160,8 +160,8 @@ class SeriesParamSerializer(serializers.Serializer):
             start = attrs.get("start") or end - timedelta(hours=24)
         except OverflowError:  # an end in the first day of the calendar
             raise serializers.ValidationError({"end": ["end is too early for the default 24-hour window."]}) from None
-        if start >= end:
-            raise serializers.ValidationError({"start": ["start must be before end."]})
+        if start > end:  # equal: an empty window, answered with no rows
+            raise serializers.ValidationError({"start": ["start must not be after end."]})
         return {**attrs, "start": start, "end": end}
 
 

@@ -427,6 +427,18 @@ class OtherSignalsAndAccessTests(ApiTestCase):
             self.assertEqual((response.status_code, response.json()), (200, {}))
         self.assertEqual(ApiRequest.objects.count(), 0)
 
+    def test_metrics_and_logs_that_are_not_an_export_request_at_all_are_a_400_status(self):
+        for path in ("/v1/metrics", "/v1/logs"):
+            for body, content_type in ((b"[null, null]", "application/json"), (b"{", "application/json"),
+                                       (b"\x0a\x05ab", PROTOBUF), (b"[null, null]", PROTOBUF)):
+                response = self.client.post(path, data=body, content_type=content_type)
+                self.assertEqual(response.status_code, 400, (path, body, content_type))
+                self.assertEqual(response["Content-Type"], content_type)
+            gzipped = gzip.compress(b'{"resourceMetrics": []}')
+            response = self.client.post(path, data=gzipped, content_type="application/json",
+                                        HTTP_CONTENT_ENCODING="gzip")
+            self.assertEqual((response.status_code, response.json()), (200, {}))
+
     def test_an_access_refusal_becomes_a_status_keeping_its_headers(self):
         refusal = JsonResponse({"detail": "Invalid API key."}, status=401)
         refusal["WWW-Authenticate"] = "Bearer"

@@ -250,22 +250,22 @@ class ConcurrentRefreshTests(TransactionTestCase):
 
         calls = []
 
-        def refresh(relation, start, end):
+        def call_refresh(relation, start, end):
             calls.append(relation)
             if len(calls) <= 2:
                 raise locked()
-            return True
 
         marks = {r.relation: BASE_TIME for r in rollups.aggregates()}
-        with (mock.patch.object(rollups, "refresh", side_effect=refresh),
+        with (mock.patch.object(rollups, "_call_refresh", side_effect=call_refresh),
               mock.patch.object(rollups, "watermarks", return_value=marks),
               mock.patch.object(rollups.db, "rollups_are_continuous", return_value=True),
+              mock.patch.object(rollups.db, "is_continuous_aggregate", return_value=True),
               mock.patch.object(rollups.time, "sleep")):
             rollups.refresh_after_write([BASE_TIME - timedelta(days=1)])
             # The first aggregate was tried three times, then every other one once.
             self.assertEqual(calls[:3], [rollups.aggregates()[0].relation] * 3)
             self.assertEqual(len(calls), len(rollups.aggregates()) + 2)
             calls.clear()
-            with mock.patch.object(rollups, "refresh", side_effect=lambda *a: (_ for _ in ()).throw(locked())):
+            with mock.patch.object(rollups, "_call_refresh", side_effect=lambda *a: (_ for _ in ()).throw(locked())):
                 self.assertEqual(rollups.refresh_after_write([BASE_TIME - timedelta(days=1)]),
                                  len(rollups.aggregates()))  # gave up quietly, wrote nothing wrong
