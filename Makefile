@@ -6,7 +6,7 @@ PORT ?= 8000
 COMPOSE := docker compose --env-file .env -f docker/docker-compose.yml
 VENV_PY := source scripts/bootstrap.sh &&
 
-.PHONY: run test step6 migrate install lint bench-ingest bench seed up down logs key manage openapi
+.PHONY: run test step6 migrate install lint bench-ingest bench seed up down logs key manage openapi demo
 
 install:  ## create .venv and install the pinned requirements
 	@$(VENV_PY) true
@@ -55,3 +55,6 @@ seed:  ## add realistic traffic to the configured database (ARGS="--events 10000
 
 openapi:  ## regenerate docs/openapi.yaml (the committed schema; a test checks it is current)
 	@$(VENV_PY) DJANGO_DEBUG=$${DJANGO_DEBUG:-1} "$$PY" manage.py spectacular --validate --fail-on-warn --file docs/openapi.yaml
+
+demo:  ## backend + the docs/examples apps + traffic: the dashboard fills in a minute (Ctrl-C stops all)
+	@bash scripts/demo.sh

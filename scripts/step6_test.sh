@@ -77,6 +77,9 @@ bash scripts/test_schemathesis.sh | tee "$work/contract.log"
 ran+=("$(tail -n 1 "$work/contract.log")")
 step "Postman collection (newman, against gunicorn)"
 bash scripts/test_postman.sh "$work/postman.summary" || status=1; ran+=("$(cat "$work/postman.summary" 2>/dev/null || echo 'Postman/newman: FAILED (no summary)')")
+step "examples (make demo --check)"
+examples=$(bash scripts/test_examples.sh | tee /dev/stderr | tail -n 1)
+ran+=("$examples"); [[ $examples == "examples: FAILED"* ]] && status=1
 
 step "summary"
 for line in "${ran[@]}"; do echo "  $line"; done

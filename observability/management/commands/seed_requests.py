@@ -25,6 +25,7 @@ from django.db import connection, transaction
 
 from observability import db, ingest
 from observability.models import ApiRequest
+from observability.progress import Progress
 
 METHODS = ("GET", "GET", "GET", "POST", "PUT", "DELETE")
 OK_CODES = (200, 200, 200, 201, 204, 304, 400, 404)
@@ -73,33 +74,6 @@ def parse_end(value: str) -> datetime:
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
-class Progress:
-    """A progress bar with rate and ETA on a terminal; a line per 10% otherwise."""
-
-    def __init__(self, total: int, out, tty: bool):
-        self.total, self.out, self.tty = total, out, tty
-        self.started = time.monotonic()
-        self.last_decile = -1
-
-    def update(self, done: int) -> None:
-        elapsed = time.monotonic() - self.started
-        rate = done / elapsed if elapsed else 0.0
-        eta = (self.total - done) / rate if rate else 0.0
-        fraction = done / self.total if self.total else 1.0
-        text = f"{done:,}/{self.total:,} events  {rate:,.0f}/s  ETA {eta:,.0f}s"
-        if self.tty:
-            bar = "#" * int(fraction * 30)
-            self.out.write(f"\r[{bar:<30}] {fraction:6.1%}  {text}   ")
-            self.out.flush()
-        elif int(fraction * 10) > self.last_decile:
-            self.last_decile = int(fraction * 10)
-            self.out.write(f"{fraction:6.1%}  {text}\n")
-
-    def finish(self) -> None:
-        if self.tty:
-            self.out.write("\n")
-
-
 class Command(BaseCommand):
     help = "Generate realistic API request traffic (run once for demos and benchmarks, not in production)."
 
@@ -112,7 +86,8 @@ class Command(BaseCommand):
         parser.add_argument("--seed", type=int, default=1, help="same seed and --end: same data (default 1)")
         parser.add_argument("--end", type=parse_end, default=None,
                             help="ISO 8601 end of the span, exclusive (default: the start of the current hour)")
-        parser.add_argument("--batch", type=int, default=250_000, help="rows per INSERT (default 250,000)")
+        parser.add_argument("--batch", type=int, default=250_000,
+                            help="most rows per INSERT (default 250,000; at most a tenth of --events)")
         parser.add_argument("--first-row", type=int, default=0,
                             help="number of the first row (to add more rows that differ from earlier runs)")
         parser.add_argument("--no-refresh", action="store_true", help="skip refreshing the rollups at the end")
@@ -130,18 +105,19 @@ class Command(BaseCommand):
             # order, as real traffic does, so the table is laid out by time as it would be.
             "start": start, "first": opts["first_row"], "step": days * 86400.0 / max(events, 1),
         }
-        tty = hasattr(self.stdout, "isatty") and self.stdout.isatty()
-        progress = Progress(events, self.stdout, tty)
         began = time.monotonic()
         first = opts["first_row"]
-        for lo in range(first, first + events, opts["batch"]):
-            hi = min(lo + opts["batch"], first + events)
-            if connection.vendor == "postgresql":
-                self._insert_postgresql(params, lo, hi)
-            else:
-                self._insert_python(params, lo, hi)
-            progress.update(hi - first)
-        progress.finish()
+        # At most a tenth of the run per batch, so the progress shows every 10% (rows don't
+        # depend on the batching).
+        step = min(opts["batch"], max(1, math.ceil(events / 10)))
+        with Progress(total=events, out=self.stdout) as progress:
+            for lo in range(first, first + events, step):
+                hi = min(lo + step, first + events)
+                if connection.vendor == "postgresql":
+                    self._insert_postgresql(params, lo, hi)
+                else:
+                    self._insert_python(params, lo, hi)
+                progress.update(hi - first)
         seconds = time.monotonic() - began
         refreshed = ""
         if not opts["no_refresh"] and events:
