@@ -44,8 +44,8 @@ up:  ## docker: build and start db + web
 down:
 	$(COMPOSE) down
 
-logs:
-	$(COMPOSE) logs -f
+logs:  ## docker: follow the web service's log (db: docker compose ... logs -f db)
+	$(COMPOSE) logs -f web
 
 bench-sqlite:  ## the embedded default: API on SQLite (200,000 seeded events) vs plain SQL on raw
 	@$(VENV_PY) "$$PY" scripts/bench_sqlite.py $(ARGS)
