@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 PORT ?= 8000
 # --env-file: with -f docker/..., compose would read ${VAR} values from docker/.env (the project
-# directory is the compose file's folder), not the .env the README has you edit.
+# directory is the compose file's folder), not the .env docs/DEPLOY.md has you edit.
 COMPOSE := docker compose --env-file .env -f docker/docker-compose.yml
 VENV_PY := source scripts/bootstrap.sh &&
 
