@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 PORT ?= 8000
 # --env-file: with -f docker/..., compose would read ${VAR} values from docker/.env (the project
-# directory is the compose file's folder), not the .env the README has you edit.
+# directory is the compose file's folder), not the .env docs/DEPLOY.md has you edit.
 COMPOSE := docker compose --env-file .env -f docker/docker-compose.yml
 VENV_PY := source scripts/bootstrap.sh &&
 
@@ -44,8 +44,8 @@ up:  ## docker: build and start db + web
 down:
 	$(COMPOSE) down
 
-logs:
-	$(COMPOSE) logs -f
+logs:  ## docker: follow the web service's log (db: docker compose ... logs -f db)
+	$(COMPOSE) logs -f web
 
 bench-sqlite:  ## the embedded default: API on SQLite (200,000 seeded events) vs plain SQL on raw
 	@$(VENV_PY) "$$PY" scripts/bench_sqlite.py $(ARGS)

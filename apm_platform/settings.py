@@ -229,7 +229,7 @@ if APM_INGEST_RATE_LIMIT and APM_INGEST_RATE_BURST < APM_INGEST_MAX_EVENTS:
         f"APM_INGEST_RATE_BURST must be at least APM_INGEST_MAX_EVENTS ({APM_INGEST_MAX_EVENTS}), "
         "or a full batch could never be accepted."
     )
-# --- Running it for months (observability/retention.py, README "Running it for months") ------
+# --- Running it for months (observability/retention.py, docs/OPERATIONS.md "Running it for months") ------
 # Days each tier keeps; 0 keeps it forever (the default, so fixed-date data never expires).
 # On PostgreSQL without TimescaleDB and on SQLite the rollups are views over the raw table, so
 # every tier follows APM_RETENTION_RAW_DAYS there.

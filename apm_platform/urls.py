@@ -24,7 +24,7 @@ urlpatterns = [
     # The login page in the dashboard's style and with its CSP; logout is a POST (its form).
     path("accounts/login/", dashboard.login, name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
-    # Prometheus scrape target (README "Running it for months": who may read it).
+    # Prometheus scrape target (docs/OPERATIONS.md "The service's own metrics": who may read it).
     path("metrics", metrics_view, name="metrics"),
     # OTLP/HTTP at the root, where exporters append /v1/<signal> to OTEL_EXPORTER_OTLP_ENDPOINT.
     re_path(r"^v1/traces/?$", otlp_traces, name="otlp-traces"),

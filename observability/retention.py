@@ -319,6 +319,13 @@ def run_policies_now(connection=default_connection) -> list[str]:
 # --- Pruning without TimescaleDB ---------------------------------------------------------------
 
 
+def count_older_than(cutoff: datetime, connection=default_connection) -> int:
+    """How many raw events are older than `cutoff` (what prune_raw would delete now)."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT count(*) FROM {connection.ops.quote_name(RAW)} WHERE time < %s", [cutoff])
+        return cursor.fetchone()[0]
+
+
 def prune_raw(*, cutoff: datetime, batch_size: int = 10_000, pause: float = 0.0,
               on_batch: Callable[[int, int], None] | None = None, connection=default_connection) -> tuple[int, int]:
     """Delete raw events older than `cutoff`, `batch_size` at a time, each batch its own short

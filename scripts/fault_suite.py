@@ -8,7 +8,7 @@ restarted and frozen underneath it. Every batch's answer is counted against the 
 must hold, and is checked:
 - every 2xx batch is stored whole, every non-2xx batch not at all (the one allowed exception:
   a 503 cut while the database was frozen may have committed: an unknown COMMIT outcome, as
-  the README says; counted and printed, never a partial batch);
+  docs/OPERATIONS.md says; counted and printed, never a partial batch);
 - no 500, no request the client had to abandon; while the database is down or frozen, writes,
   reads and `/api/health/?db=1` answer 503 with Retry-After, health within DB_CONNECT_TIMEOUT + 1 s;
 - after each fault the service recovers on its own (a 2xx from every client), no app restart.

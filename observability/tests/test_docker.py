@@ -138,7 +138,7 @@ class ComposeFileTests(SimpleTestCase):
 
     def test_the_make_targets_and_docs_pass_the_root_env_file_to_compose(self):
         self.assertIn("docker compose --env-file .env -f docker/docker-compose.yml", (ROOT / "Makefile").read_text())
-        for doc in ("README.md", "docs/DEPLOY.md"):
+        for doc in ("README.md", "docs/DEPLOY.md", "docs/OPERATIONS.md"):
             for line in re.findall(r"docker compose [^\n]*", (ROOT / doc).read_text()):
                 if "-f docker/docker-compose.yml" in line:
                     self.assertIn("--env-file .env", line, f"{doc}: {line}")

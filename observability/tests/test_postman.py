@@ -7,7 +7,7 @@ from pathlib import Path
 from django.test import SimpleTestCase
 
 COLLECTION = Path(__file__).resolve().parents[2] / "postman" / "APM_Observability_Step2.postman_collection.json"
-# Every endpoint of the README, as (method, path with {{eventId}} for an id).
+# Every endpoint of docs/API.md, as (method, path with {{eventId}} for an id).
 README_ENDPOINTS = {
     ("GET", "/api/health/"), ("GET", "/api/requests/"), ("POST", "/api/requests/"),
     ("GET", "/api/requests/{{eventId}}/"), ("PATCH", "/api/requests/{{eventId}}/"),

@@ -66,7 +66,11 @@ FROM (
 """
 
 
-def parse_end(value: str) -> datetime:
+def parse_end(value: str | None) -> datetime | None:
+    """Parsed in handle(), not as an argparse `type`: a CommandError raised while argparse parses
+    escapes Django's handler and prints a traceback instead of one line."""
+    if value is None:
+        return None
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
@@ -84,7 +88,7 @@ class Command(BaseCommand):
         parser.add_argument("--endpoints-per-service", type=int, default=50,
                             help="endpoints per service (default 50: 1,000 series in all)")
         parser.add_argument("--seed", type=int, default=1, help="same seed and --end: same data (default 1)")
-        parser.add_argument("--end", type=parse_end, default=None,
+        parser.add_argument("--end", default=None,
                             help="ISO 8601 end of the span, exclusive (default: the start of the current hour)")
         parser.add_argument("--batch", type=int, default=250_000,
                             help="most rows per INSERT (default 250,000; at most a tenth of --events)")
@@ -96,7 +100,7 @@ class Command(BaseCommand):
         events, days = opts["events"], opts["days"]
         if events < 0 or days <= 0 or opts["services"] < 1 or opts["endpoints_per_service"] < 1 or opts["batch"] < 1:
             raise CommandError("--events must be >= 0 and --days, --services, --endpoints-per-service, --batch > 0.")
-        end = opts["end"] or datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+        end = parse_end(opts["end"]) or datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
         start = end - timedelta(days=days)
         params = {
             "seed": opts["seed"], "eps": opts["endpoints_per_service"],
