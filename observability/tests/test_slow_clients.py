@@ -204,8 +204,14 @@ class WorstBodyMemoryTests(SimpleTestCase):
         spans = [server_span(attrs={**HTTP_GET, **extra}, span_id=i.to_bytes(8, "big"))
                  for i in range(1, 10_001)]
         maximal = export_request(*spans).SerializeToString()
+        # 10,000 spans with as many attributes as otlp.check_protobuf_cost lets through.
+        within = {f"a{i:03d}": "v" * 8 for i in range(15)}
+        spans = [server_span(attrs={**HTTP_GET, **within}, span_id=i.to_bytes(8, "big")) for i in range(1, 10_001)]
+        accepted = export_request(*spans).SerializeToString()
         del spans
         server_kind = b"\x30\x02"
+        pb_get = (field(b"\x4a", field(b"\x0a", b"http.request.method") + field(b"\x12", field(b"\x0a", b"GET")))
+                  + field(b"\x4a", field(b"\x0a", b"http.response.status_code") + field(b"\x12", b"\x18\xc8\x01")))
         json_span = json.dumps({"traceId": "5b8efff798038103d269b633813fc60c", "spanId": "0000000000000001",
                                 "name": "GET", "kind": 2, "startTimeUnixNano": str(START_NS),
                                 "endTimeUnixNano": str(START_NS + 12_345_678), "attributes": [
@@ -213,8 +219,16 @@ class WorstBodyMemoryTests(SimpleTestCase):
                                     for k, v in {**HTTP_GET, **extra}.items()]}).encode()
         json_maximal = (b'{"resourceSpans":[{"scopeSpans":[{"spans":['
                         + b",".join([json_span] * min(10_000, room // (len(json_span) + 1))) + b"]}]}]}")
+        # The most plain HTTP spans an OTLP/JSON body may hold: one value per `,` `:` `[`.
+        plain_span = json_span[:json_span.index(b'"attributes"')] + json.dumps({"attributes": [
+            {"key": k, "value": {"stringValue": v} if type(v) is str else {"intValue": v}}
+            for k, v in HTTP_GET.items()]}).encode()[1:]
+        values = sum(plain_span.count(c) + 1 for c in b",:[")
+        json_plain = (b'{"resourceSpans":[{"scopeSpans":[{"spans":['
+                      + b",".join([plain_span] * (self.LIMIT // 64 // values - 1)) + b"]}]}]}")
         bodies = {
             "protobuf: 10,000 SERVER spans, maximal attributes": (PROTOBUF, maximal),
+            "protobuf: 10,000 SERVER spans, 18 attributes each": (PROTOBUF, accepted),
             "protobuf: 8.4M empty spans": (PROTOBUF, pb_spans(b"\x12\x00" * (room // 2))),
             "protobuf: 4.2M tiny SERVER spans": (PROTOBUF, pb_spans(pb_span(server_kind) * (room // 4))),
             "protobuf: one span, 8.4M empty attributes": (
@@ -225,21 +239,25 @@ class WorstBodyMemoryTests(SimpleTestCase):
                 PROTOBUF, pb_spans(pb_span(server_kind + b"\xf8\x06\x00" * (room // 3)))),
             "protobuf: unknown fields nested 100 deep": (PROTOBUF, pb_spans(pb_span(
                 server_kind + nested(b"\xfa\x06", 100, b"\x08\x01" * (room // 2 - 400))))),
-            "protobuf: one 16 MiB attribute string": (PROTOBUF, pb_spans(pb_span(server_kind + field(
-                b"\x4a", field(b"\x0a", b"http.route") + field(b"\x12", field(b"\x0a", b"/" * (room - 40))))))),
+            "protobuf: one 16 MiB attribute string (http.route)": (PROTOBUF, pb_spans(pb_span(
+                server_kind + pb_get + field(b"\x4a", field(b"\x0a", b"http.route")
+                                             + field(b"\x12", field(b"\x0a", b"/" * (room - 120))))))),
             "OTLP/JSON: 10,000 SERVER spans, maximal attributes": (JSON, json_maximal),
             "OTLP/JSON: 5.6M empty spans": (JSON, self.fill(b'{"resourceSpans":[{"scopeSpans":[{"spans":[',
                                                               b"{}", b"]}]}]}")),
             "OTLP/JSON: 16 MiB unknown field of {}": (JSON, self.fill(b'{"resourceSpans":[],"x":[', b"{}", b"]}")),
             "OTLP/JSON: one span, 16 MiB of tiny attributes": (JSON, self.fill(
                 b'{"resourceSpans":[{"scopeSpans":[{"spans":[{"kind":2,"attributes":[', b"{}", b"]}]}]}]}")),
-            "OTLP/JSON: one 16 MiB attribute string": (JSON, b'{"resourceSpans":[{"scopeSpans":[{"spans":[{'
-                                                       b'"kind":2,"attributes":[{"key":"http.route","value":'
-                                                       b'{"stringValue":"/' + b"r" * (room - 200) + b'"}}]}]}]}]}'),
+            "OTLP/JSON: one 16 MiB attribute string (http.route)": (JSON, (
+                b'{"resourceSpans":[{"scopeSpans":[{"spans":[{"kind":2,"startTimeUnixNano":1,"endTimeUnixNano":2,"attributes":['
+                b'{"key":"http.request.method","value":{"stringValue":"GET"}},'
+                b'{"key":"http.response.status_code","value":{"intValue":200}},'
+                b'{"key":"http.route","value":{"stringValue":"/' + b"r" * (room - 400) + b'"}}]}]}]}]}')),
+            "OTLP/JSON: SERVER spans with HTTP attributes, as many as decode": (JSON, json_plain),
             "OTLP/JSON: 16 MiB of [ (nesting)": (JSON, b'{"x":' + b"[" * (room // 2) + b"]" * (room // 2) + b"}"),
         }
         for name, (kind, body) in list(bodies.items()):
-            if "maximal" in name or "empty spans" in name:
+            if "maximal" in name or "empty spans" in name or "as many" in name or "18 attr" in name:
                 bodies[f"gzip {name}"] = (kind, gzip.compress(body, 6))
         bodies["gzip bomb to /v1/traces: 1 GiB of zeros"] = (PROTOBUF, gzip_bomb(1024 * 1024 * 1024))
         return bodies
