@@ -306,9 +306,11 @@ PB_ENTRY_COST = 128
 # The messages the slim parser builds, by parent: field number -> child (None: a map entry).
 _PB_CHILDREN = {"request": {1: "resource_spans"}, "resource_spans": {1: "resource", 2: "scope_spans"},
                 "resource": {1: None}, "scope_spans": {2: "span"}, "span": {9: None}}
+# The same, down to the resources only (a scope_spans counted, not walked into).
+_PB_RESOURCES = {**_PB_CHILDREN, "resource_spans": {1: "resource", 2: None}}
 
 
-def _pb_parse_cost(raw: bytes, budget: int) -> int:
+def _pb_parse_cost(raw: bytes, budget: int, children: dict = _PB_CHILDREN) -> int:
     """What parsing `raw` would allocate (PB_*_COST units), counted on the wire; stops once
     past `budget`. Only bodies whose tag bytes could add up to more get here (see
     check_protobuf_cost), so ordinary exports never pay for this loop."""
@@ -317,7 +319,7 @@ def _pb_parse_cost(raw: bytes, budget: int) -> int:
     try:
         while stack:
             pos, end, kind = stack.pop()
-            wanted = _PB_CHILDREN[kind]
+            wanted = children[kind]
             while pos < end:
                 tag, pos = _varint_at(raw, pos)
                 wire = tag & 7
@@ -356,13 +358,15 @@ def _varint_at(raw: bytes, pos: int) -> tuple[int, int]:
 
 
 def check_protobuf_cost(raw: bytes) -> None:
-    """413 for a protobuf body whose parse would allocate more than twice the byte limit.
+    """413 for a protobuf body whose parse would allocate more than 1.5x the byte limit.
 
-    Every message the parser builds starts with its tag byte (0x0a, 0x12, or 0x4a for a span
-    attribute), so counting those bytes (C speed) bounds the cost from above; only a body
-    over the budget by that bound is walked field by field to count what it really holds."""
+    The resources are few and counted exactly (a short walk); each span and scope starts with
+    a 0x12 tag byte and each span attribute with 0x4a, so counting those bytes (C speed) bounds
+    the rest from above. Only a body over the budget by that bound (e.g. 10,000 spans with 20
+    attributes each) is walked field by field to count what it really holds."""
     budget = settings.APM_INGEST_MAX_BYTES * 3 // 2
-    bound = PB_MESSAGE_COST * (raw.count(b"\x0a") + raw.count(b"\x12")) + PB_ENTRY_COST * raw.count(b"\x4a")
+    bound = (_pb_parse_cost(raw, budget, _PB_RESOURCES)
+             + max(PB_MESSAGE_COST, PB_ENTRY_COST) * (raw.count(b"\x12") + raw.count(b"\x4a")))
     if bound > budget and _pb_parse_cost(raw, budget) > budget:
         raise OtlpError(413, f"The body holds too many spans and attributes for its size: decoding them would "
                              f"take more than {budget} bytes (1.5 x APM_INGEST_MAX_BYTES); split the export.")
