@@ -238,6 +238,8 @@ def _slim_request_class():
 
 
 _SlimExportTraceServiceRequest = _slim_request_class()
+# More characters than any event field holds (255), far fewer than a body may send.
+MAX_DECODED_STRING = 64 * 1024
 _PB_SCALARS = frozenset(("string_value", "int_value", "bool_value", "double_value"))
 
 
@@ -257,6 +259,16 @@ def _any_value(raw: bytes):
                 return second
             if size == 3 and second >= 0x80 and raw[2] < 0x80:
                 return (second & 0x7F) | (raw[2] << 7)
+        if first == 0x0A and size > MAX_DECODED_STRING:
+            # A string longer than any field takes is that span's error whatever its length:
+            # its first MAX_DECODED_STRING bytes say so (too long) without two more copies
+            # of a value that may be the whole body.
+            try:
+                length, start = _varint_at(raw, 1)
+            except IndexError:
+                return raw
+            if start + length == size:
+                return raw[start:start + MAX_DECODED_STRING].decode("utf-8", "replace")
     try:
         value = AnyValue.FromString(raw)
     except DecodeError:
@@ -284,8 +296,85 @@ def _pb_getter(attributes):
     return get
 
 
+# What the parser allocates per message it builds, as measured in a gunicorn worker thread
+# (an empty span ~100 bytes, an attribute map entry ~120), and the most one body may make it
+# allocate: 1.5x the byte limit, so that with the body and its events the worker's growth
+# stays within the 4x bound of API.md "Back-pressure". A body of 8 million 2-byte empty spans
+# fits in 16 MiB and would otherwise take ~850 MiB.
+PB_MESSAGE_COST = 128
+PB_ENTRY_COST = 128
+# The messages the slim parser builds, by parent: field number -> child (None: a map entry).
+_PB_CHILDREN = {"request": {1: "resource_spans"}, "resource_spans": {1: "resource", 2: "scope_spans"},
+                "resource": {1: None}, "scope_spans": {2: "span"}, "span": {9: None}}
+# The same, down to the resources only (a scope_spans counted, not walked into).
+_PB_RESOURCES = {**_PB_CHILDREN, "resource_spans": {1: "resource", 2: None}}
+
+
+def _pb_parse_cost(raw: bytes, budget: int, children: dict = _PB_CHILDREN) -> int:
+    """What parsing `raw` would allocate (PB_*_COST units), counted on the wire; stops once
+    past `budget`. Only bodies whose tag bytes could add up to more get here (see
+    check_protobuf_cost), so ordinary exports never pay for this loop."""
+    cost = 0
+    stack = [(0, len(raw), "request")]
+    try:
+        while stack:
+            pos, end, kind = stack.pop()
+            wanted = children[kind]
+            while pos < end:
+                tag, pos = _varint_at(raw, pos)
+                wire = tag & 7
+                if wire == 2:
+                    size, pos = _varint_at(raw, pos)
+                    if (tag >> 3) in wanted:
+                        child = wanted[tag >> 3]
+                        if child is None:
+                            cost += PB_ENTRY_COST
+                        else:
+                            cost += PB_MESSAGE_COST
+                            stack.append((pos, pos + size, child))
+                        if cost > budget:
+                            return cost
+                    pos += size
+                elif wire == 0:
+                    pos = _varint_at(raw, pos)[1]
+                elif wire in (1, 5):
+                    pos += 8 if wire == 1 else 4
+                else:  # groups: no OTLP message has one
+                    raise OtlpError(400, "The body is not a valid ExportTraceServiceRequest: it holds a group field.")
+    except IndexError:
+        pass  # truncated: the parser says so with its own message
+    return cost
+
+
+def _varint_at(raw: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        byte = raw[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, pos
+        shift += 7
+
+
+def check_protobuf_cost(raw: bytes) -> None:
+    """413 for a protobuf body whose parse would allocate more than 1.5x the byte limit.
+
+    The resources are few and counted exactly (a short walk); each span and scope starts with
+    a 0x12 tag byte and each span attribute with 0x4a, so counting those bytes (C speed) bounds
+    the rest from above. Only a body over the budget by that bound (e.g. 10,000 spans with 20
+    attributes each) is walked field by field to count what it really holds."""
+    budget = settings.APM_INGEST_MAX_BYTES * 3 // 2
+    bound = (_pb_parse_cost(raw, budget, _PB_RESOURCES)
+             + max(PB_MESSAGE_COST, PB_ENTRY_COST) * (raw.count(b"\x12") + raw.count(b"\x4a")))
+    if bound > budget and _pb_parse_cost(raw, budget) > budget:
+        raise OtlpError(413, f"The body holds too many spans and attributes for its size: decoding them would "
+                             f"take more than {budget} bytes (1.5 x APM_INGEST_MAX_BYTES); split the export.")
+
+
 def spans_from_protobuf(raw: bytes, outcome: ExportOutcome):
     """Yield (span label, event or problem) for each SERVER HTTP span of a protobuf body."""
+    check_protobuf_cost(raw)
     try:
         request = _SlimExportTraceServiceRequest.FromString(raw)
     except DecodeError as exc:
@@ -406,6 +495,14 @@ def _json_int(value):
 
 def spans_from_json(raw: bytes, outcome: ExportOutcome):
     """Yield (span label, event or problem) for each SERVER HTTP span of an OTLP/JSON body."""
+    # The body is decoded whole into Python objects (~70 bytes a value, unknown fields too):
+    # a 16 MiB body of 5.6 million `{}` would take ~400 MiB. Every value but the first of a
+    # list follows a comma, a colon or a `[`, so counting those (C speed) bounds the values;
+    # past APM_INGEST_MAX_BYTES / 64 (bulk ingest's bound for its one-call decode) it is a 413.
+    max_values = settings.APM_INGEST_MAX_BYTES // 64
+    if raw.count(b",") + raw.count(b":") + raw.count(b"[") > max_values:
+        raise OtlpError(413, f"The OTLP/JSON body holds too many values: more than {max_values} "
+                             "(APM_INGEST_MAX_BYTES / 64); split the export or send protobuf.")
     try:
         payload = msgspec.json.decode(raw)
     except RecursionError:

@@ -499,3 +499,42 @@ class ReceiverAccessTests(ApiTestCase):
             now[0] += 1.0  # 10 tokens
             self.assertEqual(self.export(10, key).status_code, 200)
         self.assertEqual(ApiRequest.objects.count(), 15 + 5 + 10)
+
+
+@override_settings(APM_INGEST_MAX_BYTES=64 * 1024)
+class DecodeCostTests(SimpleTestCase):
+    """What a body makes the decoders build is bounded before they build it (API.md
+    "Back-pressure": RSS growth over idle at most 4x the byte limit)."""
+
+    def test_a_protobuf_body_of_many_empty_spans_is_a_413_before_parsing(self):
+        # 96 KiB of cost budget (1.5 x 64 KiB) / 128 per message: 768 messages at most.
+        spans = [Span()] * 1000
+        raw = export_request(*spans).SerializeToString()
+        with self.assertRaises(otlp.OtlpError) as caught:
+            list(otlp.spans_from_protobuf(raw, otlp.ExportOutcome()))
+        self.assertEqual(caught.exception.status, 413)
+
+    def test_a_protobuf_body_within_the_cost_is_parsed(self):
+        raw = export_request(*[server_span(attrs=HTTP_GET)] * 100).SerializeToString()
+        events = list(otlp.spans_from_protobuf(raw, otlp.ExportOutcome()))
+        self.assertEqual(len(events), 100)
+
+    def test_the_cost_walk_counts_attributes_not_bytes_that_look_like_tags(self):
+        # Values full of \n, \x12 and J (the tag bytes) pass the quick bound but not the walk.
+        attrs = {**HTTP_GET, "http.user_agent": "\n\x12J" * 400}
+        raw = export_request(*[server_span(attrs=attrs)] * 40).SerializeToString()
+        self.assertGreater(otlp.PB_MESSAGE_COST * (raw.count(b"\n") + raw.count(b"\x12") + raw.count(b"J")),
+                           64 * 1024 * 3 // 2)
+        self.assertEqual(len(list(otlp.spans_from_protobuf(raw, otlp.ExportOutcome()))), 40)
+
+    def test_an_otlp_json_body_of_more_values_than_the_bound_is_a_413(self):
+        raw = b'{"resourceSpans":[],"x":[' + b",".join([b"{}"] * 1100) + b"]}"  # 64 KiB / 64 = 1024
+        with self.assertRaises(otlp.OtlpError) as caught:
+            list(otlp.spans_from_json(raw, otlp.ExportOutcome()))
+        self.assertEqual(caught.exception.status, 413)
+
+    def test_a_huge_string_attribute_is_decoded_only_as_far_as_it_is_too_long(self):
+        value = AnyValue(string_value="r" * (otlp.MAX_DECODED_STRING * 3)).SerializeToString()
+        self.assertEqual(otlp._any_value(value), "r" * otlp.MAX_DECODED_STRING)
+        short = AnyValue(string_value="é" * 300).SerializeToString()
+        self.assertEqual(otlp._any_value(short), "é" * 300)

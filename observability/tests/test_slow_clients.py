@@ -2,6 +2,7 @@
 than their Content-Length, request lines past gunicorn's limit, and the largest bodies within
 the byte limit with the worker's memory watched."""
 
+import gzip
 import json
 import socket
 import subprocess
@@ -12,6 +13,9 @@ from pathlib import Path
 from django.db import connection
 from django.test import SimpleTestCase
 
+from observability.otlp import _varint
+from observability.tests.test_body import gzip_bomb
+from observability.tests.test_otlp import HTTP_GET, START_NS, export_request, server_span
 from observability.tests.test_server import manage, serve, server_key_headers
 from observability.tests.utils import make_event
 
@@ -169,21 +173,144 @@ class WorstBodyMemoryTests(SimpleTestCase):
             "NaN-bearing 5.6M elements": self.fill(b"[" + event + b",", b"NaN", b"]"),
         }
 
+    def gzip_bodies(self) -> dict[str, tuple[bytes, int]]:
+        """gzip bodies for bulk ingest: (compressed body, inflated size)."""
+        bodies = {}
+        for name, body in list(self.worst_bodies().items())[:3]:
+            bodies[f"gzip of {name}"] = (gzip.compress(body, 6), len(body))
+        exact = self.fill(b"[", b"{}", b"]")
+        exact += b" " * (self.LIMIT - len(exact))  # inflates to the cap exactly
+        bodies["gzip inflating to exactly the cap (5.6M {})"] = (gzip.compress(exact, 6), len(exact))
+        bodies["gzip bomb: 1 GiB of zeros"] = (gzip_bomb(1024 * 1024 * 1024), 1024 * 1024 * 1024)
+        return bodies
+
+    def otlp_bodies(self) -> dict[str, tuple[str, bytes]]:
+        """/v1/traces bodies within the byte limit: (content type, body)."""
+        ld = _varint  # a length-delimited field is tag, varint length, bytes
+
+        def field(tag: bytes, data: bytes) -> bytes:
+            return tag + ld(len(data)) + data
+
+        def pb_spans(spans: bytes) -> bytes:  # ExportTraceServiceRequest{resource_spans{scope_spans{spans}}}
+            return field(b"\x0a", field(b"\x12", spans))
+
+        def pb_span(content: bytes) -> bytes:
+            return field(b"\x12", content)
+
+        room = self.LIMIT - 64
+        # 10,000 SERVER HTTP spans, each with as many attributes as fit in 16 MiB.
+        per_span = (self.LIMIT // 10_000) - 200
+        extra = {f"a{i:03d}": "v" * 8 for i in range(per_span // 22)}
+        spans = [server_span(attrs={**HTTP_GET, **extra}, span_id=i.to_bytes(8, "big"))
+                 for i in range(1, 10_001)]
+        maximal = export_request(*spans).SerializeToString()
+        # 10,000 spans with as many attributes as otlp.check_protobuf_cost lets through.
+        within = {f"a{i:03d}": "v" * 8 for i in range(15)}
+        spans = [server_span(attrs={**HTTP_GET, **within}, span_id=i.to_bytes(8, "big")) for i in range(1, 10_001)]
+        accepted = export_request(*spans).SerializeToString()
+        del spans
+        server_kind = b"\x30\x02"
+        pb_get = (field(b"\x4a", field(b"\x0a", b"http.request.method") + field(b"\x12", field(b"\x0a", b"GET")))
+                  + field(b"\x4a", field(b"\x0a", b"http.response.status_code") + field(b"\x12", b"\x18\xc8\x01")))
+        json_span = json.dumps({"traceId": "5b8efff798038103d269b633813fc60c", "spanId": "0000000000000001",
+                                "name": "GET", "kind": 2, "startTimeUnixNano": str(START_NS),
+                                "endTimeUnixNano": str(START_NS + 12_345_678), "attributes": [
+                                    {"key": k, "value": {"stringValue": v} if type(v) is str else {"intValue": v}}
+                                    for k, v in {**HTTP_GET, **extra}.items()]}).encode()
+        json_maximal = (b'{"resourceSpans":[{"scopeSpans":[{"spans":['
+                        + b",".join([json_span] * min(10_000, room // (len(json_span) + 1))) + b"]}]}]}")
+        # The most plain HTTP spans an OTLP/JSON body may hold: one value per `,` `:` `[`.
+        plain_span = json_span[:json_span.index(b'"attributes"')] + json.dumps({"attributes": [
+            {"key": k, "value": {"stringValue": v} if type(v) is str else {"intValue": v}}
+            for k, v in HTTP_GET.items()]}).encode()[1:]
+        values = sum(plain_span.count(c) + 1 for c in b",:[")
+        json_plain = (b'{"resourceSpans":[{"scopeSpans":[{"spans":['
+                      + b",".join([plain_span] * (self.LIMIT // 64 // values - 1)) + b"]}]}]}")
+        bodies = {
+            "protobuf: 10,000 SERVER spans, maximal attributes": (PROTOBUF, maximal),
+            "protobuf: 10,000 SERVER spans, 18 attributes each": (PROTOBUF, accepted),
+            "protobuf: 8.4M empty spans": (PROTOBUF, pb_spans(b"\x12\x00" * (room // 2))),
+            "protobuf: 4.2M tiny SERVER spans": (PROTOBUF, pb_spans(pb_span(server_kind) * (room // 4))),
+            "protobuf: one span, 8.4M empty attributes": (
+                PROTOBUF, pb_spans(pb_span(server_kind + b"\x4a\x00" * (room // 2)))),
+            "protobuf: one span, 2.8M tiny attributes (9,025 keys)": (PROTOBUF, pb_spans(pb_span(server_kind + b"".join(
+                field(b"\x4a", field(b"\x0a", bytes((32 + i // 95 % 95, 32 + i % 95)))) for i in range(room // 6))))),
+            "protobuf: one span, 5.6M unknown varint fields": (
+                PROTOBUF, pb_spans(pb_span(server_kind + b"\xf8\x06\x00" * (room // 3)))),
+            "protobuf: unknown fields nested 100 deep": (PROTOBUF, pb_spans(pb_span(
+                server_kind + nested(b"\xfa\x06", 100, b"\x08\x01" * (room // 2 - 400))))),
+            "protobuf: one 16 MiB attribute string (http.route)": (PROTOBUF, pb_spans(pb_span(
+                server_kind + pb_get + field(b"\x4a", field(b"\x0a", b"http.route")
+                                             + field(b"\x12", field(b"\x0a", b"/" * (room - 120))))))),
+            "OTLP/JSON: 10,000 SERVER spans, maximal attributes": (JSON, json_maximal),
+            "OTLP/JSON: 5.6M empty spans": (JSON, self.fill(b'{"resourceSpans":[{"scopeSpans":[{"spans":[',
+                                                              b"{}", b"]}]}]}")),
+            "OTLP/JSON: 16 MiB unknown field of {}": (JSON, self.fill(b'{"resourceSpans":[],"x":[', b"{}", b"]}")),
+            "OTLP/JSON: one span, 16 MiB of tiny attributes": (JSON, self.fill(
+                b'{"resourceSpans":[{"scopeSpans":[{"spans":[{"kind":2,"attributes":[', b"{}", b"]}]}]}]}")),
+            "OTLP/JSON: one 16 MiB attribute string (http.route)": (JSON, (
+                b'{"resourceSpans":[{"scopeSpans":[{"spans":[{"kind":2,"startTimeUnixNano":1,"endTimeUnixNano":2,"attributes":['
+                b'{"key":"http.request.method","value":{"stringValue":"GET"}},'
+                b'{"key":"http.response.status_code","value":{"intValue":200}},'
+                b'{"key":"http.route","value":{"stringValue":"/' + b"r" * (room - 400) + b'"}}]}]}]}]}')),
+            "OTLP/JSON: SERVER spans with HTTP attributes, as many as decode": (JSON, json_plain),
+            "OTLP/JSON: 16 MiB of [ (nesting)": (JSON, b'{"x":' + b"[" * (room // 2) + b"]" * (room // 2) + b"}"),
+        }
+        for name, (kind, body) in list(bodies.items()):
+            if "maximal" in name or "empty spans" in name or "as many" in name or "18 attr" in name:
+                bodies[f"gzip {name}"] = (kind, gzip.compress(body, 6))
+        bodies["gzip bomb to /v1/traces: 1 GiB of zeros"] = (PROTOBUF, gzip_bomb(1024 * 1024 * 1024))
+        return bodies
+
+    def measure(self, name: str, path: str, body: bytes, headers: dict, figures: list) -> None:
+        with self.subTest(body=name), serve(self.env) as server:
+            pid = worker_pid(server)
+            for _ in range(3):  # warm up: imports, first queries
+                server.request("POST", "/api/requests/ingest/", json.dumps([make_event()]),
+                               {"Content-Type": "application/json", **self.ingest_key})
+                server.request("POST", "/v1/traces", export_request(server_span(attrs=HTTP_GET))
+                               .SerializeToString(), {"Content-Type": PROTOBUF, **self.ingest_key})
+            idle = memory_kib(pid)["VmRSS"]
+            status, _, answer = server.request("POST", path, body, {**headers, **self.ingest_key})
+            self.assertLess(status, 500, answer[:200])
+            growth = (memory_kib(pid)["VmHWM"] - idle) * 1024
+            figures.append(f"{name}: {status}, +{growth / 2**20:.0f} MiB ({growth / self.LIMIT:.1f}x)")
+            self.assertLessEqual(growth, 4 * self.LIMIT, f"{name}: grew {growth / 2**20:.0f} MiB")
+
     def test_worst_bodies_grow_a_worker_by_at_most_4x_the_byte_limit(self):
         figures = []
         for name, body in self.worst_bodies().items():
             self.assertLessEqual(len(body), self.LIMIT, name)
-            with self.subTest(body=name), serve(self.env) as server:
-                pid = worker_pid(server)
-                for _ in range(3):  # warm up: imports, first queries
-                    server.request("POST", "/api/requests/ingest/", json.dumps([make_event()]),
-                                   {"Content-Type": "application/json", **self.ingest_key})
-                idle = memory_kib(pid)["VmRSS"]
-                status, _, answer = server.request("POST", "/api/requests/ingest/", body,
-                                                   {"Content-Type": "application/json",
-                                                    **self.ingest_key})
-                self.assertLess(status, 500, answer[:200])
-                growth = (memory_kib(pid)["VmHWM"] - idle) * 1024
-                figures.append(f"{name}: {status}, +{growth / 2**20:.0f} MiB ({growth / self.LIMIT:.1f}x)")
-                self.assertLessEqual(growth, 4 * self.LIMIT, f"{name}: grew {growth / 2**20:.0f} MiB")
+            self.measure(name, "/api/requests/ingest/", body, {"Content-Type": "application/json"}, figures)
         print("\nworst-body RSS growth over idle (16 MiB limit): " + "; ".join(figures))
+
+    def test_worst_gzip_bodies_grow_a_worker_by_at_most_4x_the_byte_limit(self):
+        figures = []
+        for name, (body, inflated) in self.gzip_bodies().items():
+            self.assertTrue("bomb" in name or inflated <= self.LIMIT, name)
+            self.measure(name, "/api/requests/ingest/", body,
+                         {"Content-Type": "application/json", "Content-Encoding": "gzip"}, figures)
+        print("\nworst gzip body RSS growth over idle (16 MiB limit): " + "; ".join(figures))
+
+    def test_worst_otlp_bodies_grow_a_worker_by_at_most_4x_the_byte_limit(self):
+        figures = []
+        for name, (kind, body) in self.otlp_bodies().items():
+            self.assertLessEqual(len(body), self.LIMIT, name)
+            headers = {"Content-Type": kind}
+            if name.startswith("gzip"):
+                headers["Content-Encoding"] = "gzip"
+                if "bomb" not in name:
+                    self.assertLessEqual(len(gzip.decompress(body)), self.LIMIT, name)
+            self.measure(name, "/v1/traces", body, headers, figures)
+        print("\nworst OTLP body RSS growth over idle (16 MiB limit): " + "; ".join(figures))
+
+
+PROTOBUF = "application/x-protobuf"
+JSON = "application/json"
+
+
+def nested(tag: bytes, depth: int, inner: bytes) -> bytes:
+    """`inner` wrapped `depth` times in the length-delimited field `tag`."""
+    for _ in range(depth):
+        inner = tag + _varint(len(inner)) + inner
+    return inner
