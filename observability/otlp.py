@@ -675,12 +675,16 @@ def from_error_response(response, request) -> HttpResponse:
                           response_encoding(request), headers)
 
 
+def _unsupported_type(request) -> HttpResponse:
+    return error_response(415, f'Unsupported content type "{request.content_type}"; send {PROTOBUF} or {JSON}.',
+                          "json")
+
+
 def receive_traces(request) -> HttpResponse:
     """POST /v1/traces: read, decode and store; the answer the OTLP spec prescribes."""
     encoding = encoding_of(request.content_type or "")
     if encoding is None:
-        return error_response(415, f'Unsupported content type "{request.content_type}"; send '
-                                   f"{PROTOBUF} or {JSON}.", "json")
+        return _unsupported_type(request)
     try:
         raw = ingest.read_body(request)
         # access.check (the view) left the caller on the request.
@@ -713,8 +717,7 @@ def receive_dropped(request) -> HttpResponse:
     signal to one endpoint logs no errors; an empty Export*ServiceResponse in either encoding."""
     encoding = encoding_of(request.content_type or "")
     if encoding is None:
-        return error_response(415, f'Unsupported content type "{request.content_type}"; send '
-                                   f"{PROTOBUF} or {JSON}.", "json")
+        return _unsupported_type(request)
     # Dropped, but read and checked like traces: a broken body is the client's bug to hear
     # about (400), and gzip and the size cap apply the same way.
     try:

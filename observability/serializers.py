@@ -195,30 +195,30 @@ class _Precision(serializers.Serializer):
     max_relative_error = serializers.FloatField(min_value=0, help_text="0 for exact; (γ-1)/(γ+1) for approx.")
 
 
-class KpiSerializer(_Precision):
+class _Counts(serializers.Serializer):
+    # The count and latency fields every analytics row shares (a comment: a docstring would
+    # become the description of every schema component built on it).
+
     hits = serializers.IntegerField(min_value=0)
     errors = serializers.IntegerField(min_value=0)
     error_rate = serializers.FloatField(min_value=0, max_value=1)
     avg_latency_ms = serializers.FloatField(allow_null=True)
     max_latency_ms = serializers.FloatField(allow_null=True)
+
+
+class _Percentiles(_Counts):
     p50_latency_ms = serializers.FloatField(allow_null=True)
     p90_latency_ms = serializers.FloatField(allow_null=True)
     p95_latency_ms = serializers.FloatField(allow_null=True)
     p99_latency_ms = serializers.FloatField(allow_null=True)
+
+
+class KpiSerializer(_Percentiles, _Precision):
     source = serializers.ChoiceField(choices=("hourly", "raw"))
 
 
-class TimeseriesRowSerializer(serializers.Serializer):
+class TimeseriesRowSerializer(_Percentiles):
     bucket = serializers.DateTimeField()
-    hits = serializers.IntegerField(min_value=0)
-    errors = serializers.IntegerField(min_value=0)
-    error_rate = serializers.FloatField(min_value=0, max_value=1)
-    avg_latency_ms = serializers.FloatField(allow_null=True)
-    max_latency_ms = serializers.FloatField(allow_null=True)
-    p50_latency_ms = serializers.FloatField(allow_null=True)
-    p90_latency_ms = serializers.FloatField(allow_null=True)
-    p95_latency_ms = serializers.FloatField(allow_null=True)
-    p99_latency_ms = serializers.FloatField(allow_null=True)
 
 
 class TimeseriesSerializer(_Precision):
@@ -227,14 +227,9 @@ class TimeseriesSerializer(_Precision):
     results = TimeseriesRowSerializer(many=True)
 
 
-class TopEndpointRowSerializer(serializers.Serializer):
+class TopEndpointRowSerializer(_Counts):
     service = serializers.CharField()
     endpoint = serializers.CharField()
-    hits = serializers.IntegerField(min_value=0)
-    errors = serializers.IntegerField(min_value=0)
-    error_rate = serializers.FloatField(min_value=0, max_value=1)
-    avg_latency_ms = serializers.FloatField(allow_null=True)
-    max_latency_ms = serializers.FloatField(allow_null=True)
     # Present with with_p95=true or when sorting by a percentile.
     p50_latency_ms = serializers.FloatField(allow_null=True, required=False)
     p90_latency_ms = serializers.FloatField(allow_null=True, required=False)
