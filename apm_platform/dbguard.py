@@ -27,6 +27,12 @@ import psycopg2.extensions
 
 # Seconds a single round trip may wait for the server (DB_QUERY_TIMEOUT); settings set it.
 DEFAULT_TIMEOUT = 10.0
+# A process-wide limit that replaces DEFAULT_TIMEOUT for long batch work (manage.py migrate,
+# seed_requests, refreshes): a continuous-aggregate backfill may take minutes, so the limit
+# is long and the watchdog's liveness probe (every DEFAULT_TIMEOUT) tells a frozen server
+# from a busy one instead. None: requests, where DEFAULT_TIMEOUT applies.
+PROCESS_TIMEOUT: float | None = None
+BATCH_TIMEOUT = 7 * 24 * 3600.0
 _local = threading.local()
 
 
@@ -123,7 +129,7 @@ _watchdog = _Watchdog()
 
 def current_timeout() -> float:
     """Seconds the next round trip may take: the thread's limit, within its absolute deadline."""
-    timeout = getattr(_local, "timeout", None) or DEFAULT_TIMEOUT
+    timeout = getattr(_local, "timeout", None) or PROCESS_TIMEOUT or DEFAULT_TIMEOUT
     deadline = getattr(_local, "deadline", None)
     if deadline is not None:
         timeout = min(timeout, deadline - time.monotonic())

@@ -159,6 +159,27 @@ class ClientDeadlineTests(ApiTransactionTestCase):
                 self.assertEqual(cursor.fetchone()[1], 7)
 
 
+    def test_batch_commands_wait_past_the_request_deadline_while_the_server_answers(self):
+        # migrate backfilling a continuous aggregate, or seed_requests refreshing one, runs
+        # single statements for minutes: manage.py lifts the request deadline for them.
+        import manage
+        from apm_platform import dbguard
+
+        self.assertTrue(manage.is_batch_command(["manage.py", "migrate"]))
+        self.assertTrue(manage.is_batch_command(["manage.py", "seed_requests", "--events", "10"]))
+        self.assertFalse(manage.is_batch_command(["manage.py", "runserver"]))
+        self.assertFalse(manage.is_batch_command(["manage.py", "test"]))
+        conn = self.fresh()
+        with mock.patch.object(dbguard, "DEFAULT_TIMEOUT", 0.5), \
+                mock.patch.object(dbguard, "PROCESS_TIMEOUT", dbguard.BATCH_TIMEOUT):
+            with conn.cursor() as cursor:
+                cursor.execute("SELECT pg_sleep(1.5), 7")
+                self.assertEqual(cursor.fetchone()[1], 7)
+        with mock.patch.object(dbguard, "DEFAULT_TIMEOUT", 0.5), self.assertRaises(OperationalError):
+            with conn.cursor() as cursor:  # without batch mode the same query is cut
+                cursor.execute("SELECT pg_sleep(1.5), 7")
+
+
 class HealthTimeTests(ApiTestCase):
     @override_settings(DB_CONNECT_TIMEOUT=1)
     def test_health_with_db_is_bounded_even_when_the_query_hangs(self):
