@@ -10,6 +10,8 @@ Every latency is capped at `rollups.CAP_MS` first, so rows stored before the ing
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
 from datetime import UTC, datetime
 
@@ -210,7 +212,9 @@ def _combine(parts: list[dict]) -> dict:
     return {
         "hits": hits,
         "errors": sum(p["errors"] or 0 for p in parts),
-        "latency_sum": sum(p["latency_sum"] or 0.0 for p in parts),
+        # fsum: exactly rounded, so the same events give the same average whatever the order
+        # of the pieces (a union's rows come in no set order).
+        "latency_sum": math.fsum(p["latency_sum"] or 0.0 for p in parts),
         "max_latency": max(maxima) if maxima else None,
     }
 
@@ -234,18 +238,22 @@ def _exact(values: list[float] | None) -> dict:
     return dict(zip(PERCENTILE_KEYS, values, strict=True))
 
 
-def percentiles_from_bins(parts: list[QuerySet], group: tuple[str, ...]) -> dict[tuple, dict]:
+def percentiles_from_bins(parts: list[QuerySet], group: tuple[str, ...], *, with_counts: bool = False
+                          ) -> dict[tuple, dict]:
     """percentile_cont's interpolation over the events histograms hold, each at its bin's value.
 
     `parts` are querysets of (*group, bin, count) rows (histogram pieces and binned raw edges).
     The database adds them up per group and bin and finds, for each fraction, the bins that
     hold the two ranks around position fraction * (total - 1) (a running sum over the bins):
-    only 8 bins per group travel, not the histograms.
+    only 8 bins per group travel, not the histograms. `with_counts`: the parts also carry
+    errors, latency_sum and max_latency per bin (the whole-traffic tiers), and each group's
+    answer gets its counts under "counts".
     """
     if not parts:
         return {}
     # `group` holds column names chosen by this module ("service", "endpoint", "b"), never input.
-    columns = ", ".join(f'"{name}"' for name in (*group, "bin", "count"))
+    extra = ("errors", "latency_sum", "max_latency") if with_counts else ()
+    columns = ", ".join(f'"{name}"' for name in (*group, "bin", "count", *extra))
     keys = ", ".join(f'"{name}"' for name in group)
     sqls, params = [], []
     for i, qs in enumerate(parts):
@@ -259,27 +267,69 @@ def percentiles_from_bins(parts: list[QuerySet], group: tuple[str, ...]) -> dict
         below = f"floor({fraction!r}::float8 * (total - 1)::float8)"
         ranks += [f"min(bin) FILTER (WHERE upto > {below})",
                   f"min(bin) FILTER (WHERE upto > least({below} + 1, total - 1))"]
+    sums = (", sum(errors) AS errors, sum(latency_sum) AS latency_sum, max(max_latency) AS max_latency"
+            if with_counts else "")
+    totals = ", sum(errors), sum(latency_sum), max(max_latency)" if with_counts else ""
     query = (
         f"WITH parts AS ({' UNION ALL '.join(sqls)}),"
-        f" bins AS (SELECT {keys + ', ' if group else ''}bin, sum(count) AS n FROM parts"
+        f" bins AS (SELECT {keys + ', ' if group else ''}bin, sum(count) AS n{sums} FROM parts"
         f" GROUP BY {keys + ', ' if group else ''}bin),"
         f" running AS (SELECT *, sum(n) OVER ({partition} ORDER BY bin) AS upto,"
         f" sum(n) OVER ({partition}) AS total FROM bins)"
-        f" SELECT {keys + ', ' if group else ''}total, {', '.join(ranks)} FROM running"
+        f" SELECT {keys + ', ' if group else ''}total{totals}, {', '.join(ranks)} FROM running"
         f" GROUP BY {keys + ', ' if group else ''}total"
     )
     result = {}
+    width = len(group) + 1 + len(extra)
     with connection.cursor() as cursor:
         cursor.execute(query, params)
         for row in cursor.fetchall():
-            key, total, bins = tuple(row[:len(group)]), int(row[len(group)]), row[len(group) + 1:]
+            key, total, bins = tuple(row[:len(group)]), int(row[len(group)]), row[width:]
             values = []
             for i, fraction in enumerate(FRACTIONS):
                 position = fraction * (total - 1)
                 low, high = rollups.bin_value(bins[2 * i]), rollups.bin_value(bins[2 * i + 1])
                 values.append(low + (high - low) * (position - math.floor(position)))
             result[key] = _exact(values)
+            if with_counts:
+                errors, latency_sum, max_latency = row[len(group) + 1:width]
+                result[key]["counts"] = {"hits": total, "errors": int(errors), "latency_sum": latency_sum,
+                                         "max_latency": max_latency}
     return result
+
+
+def percentiles_of_bins(bins: dict[int, int]) -> dict:
+    """The same interpolation as `percentiles_from_bins`, in Python, over {bin: count}."""
+    order = sorted(bin_ for bin_, count in bins.items() if count)
+    running = list(itertools.accumulate(bins[bin_] for bin_ in order))
+    if not running:
+        return _exact(None)
+    total = running[-1]
+    values = []
+    for fraction in FRACTIONS:
+        position = fraction * (total - 1)
+        below = math.floor(position)
+        # The rank r (0-based) lies in the first bin whose running count exceeds r.
+        low = order[bisect.bisect_right(running, below)]
+        high = order[bisect.bisect_right(running, min(below + 1, total - 1))]
+        low, high = rollups.bin_value(low), rollups.bin_value(high)
+        values.append(low + (high - low) * (position - below))
+    return _exact(values)
+
+
+PAIRS_MAX = 100
+
+
+def _pairs(series) -> Q:
+    """Rows of exactly these (service, endpoint) pairs, or, past PAIRS_MAX pairs (a condition the
+    planner would cost badly), of every service with every endpoint named: a superset, from which
+    the caller picks its rows."""
+    if len(series) > PAIRS_MAX:
+        return Q(service__in={s for s, _ in series}, endpoint__in={e for _, e in series})
+    condition = Q()
+    for service, endpoint in sorted(series):
+        condition |= Q(service=service, endpoint=endpoint)
+    return condition
 
 
 def _histogram_family(filters: dict):
@@ -302,7 +352,7 @@ def _histogram(filters: dict, used_filters: set[str], group: tuple[str, ...] = (
     if series is not None:
         if not series:
             return {}
-        parts = [qs.filter(service__in={s for s, _ in series}, endpoint__in={e for _, e in series}) for qs in parts]
+        parts = [qs.filter(_pairs(series)) for qs in parts]
     return percentiles_from_bins(parts, group)
 
 
@@ -321,11 +371,50 @@ def _answer_precision(precision: str) -> dict:
 # --- /kpis/ ---------------------------------------------------------------------------------
 
 
+def _is_global(filters: dict, used_filters: set[str]) -> bool:
+    """All traffic (no service, no endpoint) where the whole-traffic tiers exist."""
+    return (rollups.has_histograms() and can_use_rollup(used_filters)
+            and not any(filters.get(name) for name in ("service", "endpoint")))
+
+
+_STATS = {"n": Sum("n"), "errors": Sum("errors"), "latency_sum": Sum("latency_sum_ms"),
+          "max_latency": Max("max_latency_ms")}
+
+
+def _raw_stats():
+    latency = rollups.capped_latency()
+    return {"n": Count("id"), "errors": Count("id", filter=Q(status_code__gte=500)),
+            "latency_sum": Sum(latency), "max_latency": Max(latency)}
+
+
+def _global_bins(filters: dict, pieces, edges) -> tuple[dict, dict]:
+    """(counts, {bin: events}) of all traffic over a plan of the whole-traffic tiers, in one
+    query: a few hundred rows per piece travel, each bin's count, errors, latency sum and max."""
+    parts = [_rollup_part(filters, *piece).order_by().values("bin").annotate(**_STATS) for piece in pieces]
+    if edges:
+        parts.append(_raw_edges(filters, edges).order_by().annotate(bin=rollups.bin_expression())
+                     .values("bin").annotate(**_raw_stats()))
+    rows = parts[0].union(*parts[1:], all=True) if len(parts) > 1 else parts[0]
+    bins: dict[int, int] = {}
+    counts = []
+    for row in rows:
+        bins[row["bin"]] = bins.get(row["bin"], 0) + row["n"]
+        counts.append({"hits": row["n"], "errors": row["errors"], "latency_sum": row["latency_sum"],
+                       "max_latency": row["max_latency"]})
+    return _combine(counts), bins
+
+
 def kpis(*, queryset: QuerySet, filters: dict, used_filters: set[str], with_p95: bool = True,
          precision: str = "exact") -> dict:
     """hits, errors, error_rate, avg/max latency, four percentiles and where they came from."""
-    plan = _plan(filters, used_filters)
+    bins = None
+    plan = rollups.plan(filters, rollups.GLOBAL) if _is_global(filters, used_filters) else None
     if plan is not None:
+        # All traffic: counts and bins from the whole-traffic tiers in one small read.
+        counts, bins = _global_bins(filters, *plan)
+        source = "hourly"
+        exact = None
+    elif (plan := _plan(filters, used_filters)) is not None:
         pieces, edges = plan
         parts = [_rollup_part(filters, *piece).aggregate(**_ROLLUP_COUNTS) for piece in pieces]
         if edges:
@@ -344,7 +433,9 @@ def kpis(*, queryset: QuerySet, filters: dict, used_filters: set[str], with_p95:
     precision = _precision_of(precision, filters, used_filters)
     result.update(_exact(None))
     if with_p95 and result["hits"]:
-        if precision == "approx":
+        if precision == "approx" and bins is not None:
+            result.update(percentiles_of_bins(bins))
+        elif precision == "approx":
             result.update(_histogram(filters, used_filters).get((), _exact(None)))
         elif exact is not None:
             result.update(_exact(exact))
@@ -368,7 +459,7 @@ def _exact_per_series(queryset: QuerySet, series) -> dict[tuple[str, str], dict]
     if series is not None:
         if not series:
             return {}
-        queryset = queryset.filter(service__in={s for s, _ in series}, endpoint__in={e for _, e in series})
+        queryset = queryset.filter(_pairs(series))
     rows = _per_series(queryset, {"p": Percentiles(rollups.capped_latency())})
     return {key: _exact(row["p"]) for key, row in rows.items()}
 
@@ -458,6 +549,8 @@ def timeseries(*, interval: str, start: datetime | None = None, end: datetime | 
     used = {"start", "end"} | {name for name in ("service", "endpoint") if filters[name]}
     raw = ApiRequest.objects.filter(time__gte=start, time__lt=end, **_series_filter(filters)).order_by()
     truncated = rollups.BucketStart("time", width)
+    if _is_global(filters, used):
+        return _global_timeseries(interval, start, end, with_p95, _precision_of(precision, filters, used))
     if rollups.fast_rollups():
         rows: dict[datetime, dict] = {}
         for model, lo, hi, regroup in rollups.bucket_plan(width, start, end):
@@ -492,6 +585,54 @@ def timeseries(*, interval: str, start: datetime | None = None, end: datetime | 
         results.append({"bucket": _utc(bucket), **_shape(counts),
                         **(percentiles.get(bucket) or _exact(None))})
     return {"interval": interval, **_answer_precision(precision), "source": source, "results": results}
+
+
+def _global_timeseries(interval: str, start: datetime, end: datetime, with_p95: bool, precision: str) -> dict:
+    """/timeseries/ of all traffic from the whole-traffic tiers.
+
+    Hours the per-hour aggregate has materialized come with their counts and exact percentiles
+    (720 rows for a month); the rest, and days, from the bins of the whole-traffic tiers (the
+    fine tier past the hourly watermark), approx, or exact from raw events with `exact`.
+    """
+    width = INTERVALS[interval]
+    rows: dict[datetime, dict] = {}
+    percentiles: dict[datetime, dict] = {}
+    lo = start
+    if width == rollups.HOUR:
+        mark = rollups.cutoff(rollups.GLOBAL_PERCENTILES.relation)
+        hi = min(end, mark) if mark is not None else start
+        if start < hi:
+            for row in (rollups.GLOBAL_PERCENTILES.model.objects.filter(bucket__gte=start, bucket__lt=hi)
+                        .values("bucket", "hits", "errors", "latency_sum_ms", "max_latency_ms", "percentiles")):
+                bucket = row["bucket"]
+                rows[bucket] = {"hits": row["hits"], "errors": row["errors"],
+                                "latency_sum": row["latency_sum_ms"], "max_latency": row["max_latency_ms"]}
+                percentiles[bucket] = _exact(row["percentiles"])
+            lo = hi
+    if lo < end:
+        parts = []
+        for model, plo, phi, regroup in rollups.bucket_plan(width, lo, end, rollups.GLOBAL):
+            qs = model.objects.filter(bucket__gte=plo, bucket__lt=phi)
+            qs = qs.annotate(b=Trunc("bucket", interval, tzinfo=UTC)) if regroup else qs.annotate(b=F("bucket"))
+            parts.append(qs.values("b", "bin").annotate(count=Sum("n"), errors=Sum("errors"),
+                                                        latency_sum=Sum("latency_sum_ms"),
+                                                        max_latency=Max("max_latency_ms")))
+        for key, value in percentiles_from_bins(parts, ("b",), with_counts=True).items():
+            bucket = _utc(key[0])
+            rows[bucket] = value.pop("counts")
+            percentiles[bucket] = value
+        if with_p95 and precision == "exact":
+            raw = ApiRequest.objects.filter(time__gte=lo, time__lt=end).order_by()
+            for row in (raw.annotate(b=rollups.BucketStart("time", width)).values("b")
+                        .annotate(p=Percentiles(rollups.capped_latency()))):
+                percentiles[_utc(row["b"])] = _exact(row["p"])
+    results = []
+    for bucket in sorted(rows):
+        counts = _combine([rows[bucket]])
+        if counts["hits"]:
+            results.append({"bucket": _utc(bucket), **_shape(counts),
+                            **((with_p95 and percentiles.get(bucket)) or _exact(None))})
+    return {"interval": interval, **_answer_precision(precision), "source": "hourly", "results": results}
 
 
 def _utc(value) -> datetime:

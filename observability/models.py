@@ -165,3 +165,67 @@ class ServiceLatencyDaily(_LatencyHistogram):
     class Meta(_LatencyHistogram.Meta):
         managed = False
         db_table = "apirequest_service_latency_daily"
+
+
+class _GlobalLatencyStats(models.Model):
+    """All traffic of a bucket by latency bin: the bin's events, errors, latency sum and max.
+
+    Bins as in `_LatencyHistogram`. Counts add up over the bins, so one read gives the KPIs and
+    the approx percentiles of all traffic. Continuous aggregates on TimescaleDB only (0006).
+    """
+
+    pk = models.CompositePrimaryKey("bucket", "bin")
+    bucket = models.DateTimeField()
+    bin = models.SmallIntegerField()
+    n = models.BigIntegerField()
+    errors = models.BigIntegerField()
+    latency_sum_ms = models.FloatField()
+    max_latency_ms = models.FloatField()
+
+    class Meta:
+        abstract = True
+        managed = False
+
+
+class GlobalLatencyMinute(_GlobalLatencyStats):
+    class Meta(_GlobalLatencyStats.Meta):
+        managed = False
+        db_table = "apirequest_global_minute"
+
+
+class GlobalLatencyHourly(_GlobalLatencyStats):
+    class Meta(_GlobalLatencyStats.Meta):
+        managed = False
+        db_table = "apirequest_global_hourly"
+
+
+class GlobalLatencyDaily(_GlobalLatencyStats):
+    class Meta(_GlobalLatencyStats.Meta):
+        managed = False
+        db_table = "apirequest_global_daily"
+
+
+class FloatArrayField(models.Field):
+    """A float8[] column read as a list of floats (PostgreSQL only; no dependency on
+    django.contrib.postgres for one read-only column)."""
+
+    def db_type(self, connection):
+        return "double precision[]"
+
+    def from_db_value(self, value, expression, connection):
+        return None if value is None else [float(v) for v in value]
+
+
+class GlobalPercentilesHourly(models.Model):
+    """Per hour of all traffic: counts and the exact p50/p90/p95/p99 (TimescaleDB only, 0006)."""
+
+    bucket = models.DateTimeField(primary_key=True)
+    hits = models.BigIntegerField()
+    errors = models.BigIntegerField()
+    latency_sum_ms = models.FloatField()
+    max_latency_ms = models.FloatField()
+    percentiles = FloatArrayField()
+
+    class Meta:
+        managed = False
+        db_table = "apirequest_global_percentiles_hourly"

@@ -31,6 +31,9 @@ from observability import db
 RAW = "observability_apirequest"
 DAY = timedelta(days=1)
 HOUR = timedelta(hours=1)
+# The fine tier (buckets under an hour) serves only the last hour or so of a query: it is
+# refreshed, and kept exact for late data, over its last FINE_WINDOW_DAYS only.
+FINE_WINDOW_DAYS = 2
 TIER_SETTINGS = {
     "raw": "APM_RETENTION_RAW_DAYS",
     "fine": "APM_RETENTION_FINE_DAYS",
@@ -189,6 +192,13 @@ def _raw_compression_enabled(connection) -> bool:
     return bool(row and row[0])
 
 
+def _refresh_days(agg: Aggregate, raw_days: int) -> int:
+    """How far back an aggregate's refresh policy reaches, in days (0: all history)."""
+    if agg.tier == "fine":
+        return min(FINE_WINDOW_DAYS, raw_days) if raw_days else FINE_WINDOW_DAYS
+    return raw_days
+
+
 def _refresh_policy(agg: Aggregate, raw_days: int, connection) -> str:
     """Give the aggregate's refresh policy a start bounded by the raw horizon (or none when raw
     events are kept forever), keeping its end offset and schedule as its migration set them."""
@@ -245,6 +255,13 @@ def apply_policies(connection=default_connection) -> list[str]:
     aggregates = continuous_aggregates(connection)
     for agg in aggregates:
         days = retention_days(agg.tier)
+        if agg.tier == "fine":
+            # Refreshed over its own short window, not the raw horizon: it only has to be at
+            # least as long as that window.
+            if days and days < FINE_WINDOW_DAYS:
+                raise PolicyError(f"{TIER_SETTINGS['fine']}={days} is shorter than the {FINE_WINDOW_DAYS} days "
+                                  f"{agg.view} is refreshed over: keep it at least {FINE_WINDOW_DAYS} (or 0).")
+            continue
         if raw_days and days and days < raw_days:
             raise PolicyError(
                 f"{TIER_SETTINGS[agg.tier]}={days} is shorter than APM_RETENTION_RAW_DAYS={raw_days}: "
@@ -265,7 +282,7 @@ def apply_policies(connection=default_connection) -> list[str]:
     lines.append(f"{RAW}: " + ", ".join(parts))
     for agg in aggregates:
         days = retention_days(agg.tier)
-        parts = [f"tier {agg.tier}", _refresh_policy(agg, raw_days, connection),
+        parts = [f"tier {agg.tier}", _refresh_policy(agg, _refresh_days(agg, raw_days), connection),
                  _retention(agg.view, days, connection)]
         # A compressed bucket can't be rematerialized cheaply, and TimescaleDB only accepts a
         # compression policy on an aggregate whose refresh window has a start: so only when

@@ -24,6 +24,10 @@ from observability.models import (
     ApiRequest,
     ApiRequestDaily,
     ApiRequestHourly,
+    GlobalLatencyDaily,
+    GlobalLatencyHourly,
+    GlobalLatencyMinute,
+    GlobalPercentilesHourly,
     LatencyDaily,
     LatencyHourly,
     ServiceLatencyDaily,
@@ -31,6 +35,7 @@ from observability.models import (
 )
 
 logger = logging.getLogger(__name__)
+MINUTE = timedelta(minutes=1)
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
 # One epoch for every bucket: TimescaleDB's time_bucket and PostgreSQL's date_bin with the
@@ -58,12 +63,15 @@ class Rollup:
     """
 
     relation: str
-    kind: str  # "raw" | "counts" | "histogram"
+    kind: str  # "raw" | "counts" | "histogram" | "stats" (a histogram with counts per bin) | "percentiles"
     width: timedelta | None
     series: tuple[str, ...]
     source: str | None
     model: type | None
     refresh: Refresh | None
+    # Refreshed (and kept exact for late data) only over this much of the recent past; None:
+    # all history. The fine tier's: it is read only for the newest hour or so.
+    window: timedelta | None = None
 
 
 CATALOGUE: tuple[Rollup, ...] = (
@@ -84,6 +92,19 @@ CATALOGUE: tuple[Rollup, ...] = (
            LatencyDaily, Refresh(DAY, HOUR)),
     Rollup("apirequest_service_latency_daily", "histogram", DAY, ("service",),
            "apirequest_service_latency_hourly", ServiceLatencyDaily, Refresh(DAY, HOUR)),
+    # All traffic by latency bin, with the bin's errors, latency sum and max (TimescaleDB only):
+    # the KPIs and time series of all traffic in one small read. The minute one is the fine
+    # tier: read only past the hourly one's watermark, so the raw tail stays a few minutes.
+    Rollup("apirequest_global_minute", "stats", MINUTE, (), RAW, GlobalLatencyMinute,
+           Refresh(timedelta(0), MINUTE), window=timedelta(days=retention.FINE_WINDOW_DAYS)),
+    Rollup("apirequest_global_hourly", "stats", HOUR, (), RAW, GlobalLatencyHourly,
+           Refresh(timedelta(0), timedelta(minutes=5))),
+    Rollup("apirequest_global_daily", "stats", DAY, (), "apirequest_global_hourly", GlobalLatencyDaily,
+           Refresh(timedelta(0), HOUR)),
+    # Per hour of all traffic, counts and the exact four percentiles: a month of hourly points
+    # is 720 rows, where the bins would be 720 × ~300 and a window over them.
+    Rollup("apirequest_global_percentiles_hourly", "percentiles", HOUR, (), RAW, GlobalPercentilesHourly,
+           Refresh(timedelta(0), timedelta(minutes=5))),
 )
 BY_RELATION = {rollup.relation: rollup for rollup in CATALOGUE}
 
@@ -95,16 +116,21 @@ def aggregates() -> tuple[Rollup, ...]:
 
 @dataclass(frozen=True)
 class Family:
-    """An hourly rollup and the daily one that serves whole days of the same series."""
+    """An hourly rollup, the daily one that serves whole days of the same series, and maybe a
+    fine one that serves what the hourly one has not materialized yet."""
 
     hourly: Rollup
     daily: Rollup
+    fine: Rollup | None = None
 
 
 COUNTS = Family(BY_RELATION["apirequest_hourly"], BY_RELATION["apirequest_daily"])
 LATENCY = Family(BY_RELATION["apirequest_latency_hourly"], BY_RELATION["apirequest_latency_daily"])
 SERVICE_LATENCY = Family(BY_RELATION["apirequest_service_latency_hourly"],
                          BY_RELATION["apirequest_service_latency_daily"])
+GLOBAL = Family(BY_RELATION["apirequest_global_hourly"], BY_RELATION["apirequest_global_daily"],
+                BY_RELATION["apirequest_global_minute"])
+GLOBAL_PERCENTILES = BY_RELATION["apirequest_global_percentiles_hourly"]
 
 
 def fast_rollups() -> bool:
@@ -255,6 +281,10 @@ def refresh(relation: str, start: datetime | None, end: datetime | None, *, atte
         return False
     # Never over dropped raw chunks: that would erase the buckets the rollup still keeps.
     start = retention.bound_refresh_start(start)
+    window = BY_RELATION[relation].window
+    if window is not None:
+        recent = datetime.now(UTC) - window
+        start = recent if start is None else max(start, recent)
     if end is not None and start is not None and start >= end:
         return True
     for attempt in range(attempts):
@@ -333,16 +363,23 @@ def _refresh_buckets(times: list[datetime]) -> int:
     calls = 0
     # One round trip for every watermark: this runs after every ingest batch.
     marks = watermarks(rollup.relation for rollup in aggregates())
+    now = datetime.now(UTC)
     # Catalogue order: a hierarchical aggregate comes after its source, so it re-reads buckets
     # the source has just re-materialized.
     for rollup in aggregates():
         mark = marks[rollup.relation]
         if mark is None or earliest >= mark:
             continue  # the common case: nothing written below what is materialized
-        stale = sorted({(t - EPOCH) // rollup.width for t in times if t < mark})
-        for lo, hi in _runs(stale):
-            _refresh_waiting(rollup.relation, EPOCH + lo * rollup.width, EPOCH + (hi + 1) * rollup.width)
-            calls += 1
+        stale = [t for t in times if t < mark and (rollup.window is None or t >= now - rollup.window)]
+        if not stale:
+            continue
+        # One call over the span of the stale buckets: a refresh re-materializes only what the
+        # invalidation log marks inside its window, and TimescaleDB logs a write's whole time
+        # range anyway; one call per run of buckets made hundreds of calls (each taking the
+        # aggregate's lock) for a batch of late events spread over days.
+        _refresh_waiting(rollup.relation, floor(min(stale), rollup.width),
+                         floor(max(stale), rollup.width) + rollup.width)
+        calls += 1
     return calls
 
 
@@ -354,23 +391,14 @@ def _refresh_waiting(relation: str, start: datetime, end: datetime) -> None:
     the aggregate busy past refresh()'s wait must never fail the write: leave the buckets to
     the next policy run (the invalidation log keeps them)."""
     try:
-        refresh(relation, start, end)
+        # A policy run holds the aggregate while it works (the fine tier's runs every minute):
+        # wait up to about 6 s for it before leaving the buckets to the next run.
+        refresh(relation, start, end, attempts=8)
     except OperationalError as exc:
         if getattr(exc.__cause__, "pgcode", None) != LOCK_NOT_AVAILABLE:
             raise
         logger.warning("%s: a concurrent refresh held the aggregate; [%s, %s) waits for the policy.",
                        relation, start, end)
-
-
-def _runs(sorted_ints: list[int]) -> list[tuple[int, int]]:
-    """Contiguous runs of sorted integers as (first, last) pairs: [1,2,3,7] -> [(1,3),(7,7)]."""
-    runs: list[tuple[int, int]] = []
-    for value in sorted_ints:
-        if runs and runs[-1][1] == value - 1:
-            runs[-1] = (runs[-1][0], value)
-        else:
-            runs.append((value, value))
-    return runs
 
 
 # --- The range planner -----------------------------------------------------------------------
@@ -383,7 +411,9 @@ def plan(filters: dict, family: Family = COUNTS) -> tuple[list[Piece], list[Q]] 
 
     Whole days come from the daily rollup, the whole hours around them from the hourly one,
     and the partial hours at the edges of an unaligned range from the raw table, so the sum
-    over the pieces equals a scan of the raw table. None when not one whole hour fits.
+    over the pieces equals a scan of the raw table. In a family with a fine tier, the hours past
+    the hourly rollup's watermark come from the fine one instead (see `_fine_tail`). None when
+    not one whole hour fits.
     """
     start, end = filters.get("start"), filters.get("end")
     try:
@@ -396,7 +426,7 @@ def plan(filters: dict, family: Family = COUNTS) -> tuple[list[Piece], list[Q]] 
     if hour_lo is not None and hour_hi is not None and hour_lo >= hour_hi:
         return None
     hourly, daily = family.hourly.model, family.daily.model
-    mark = cutoff(family.daily.relation)
+    mark = _daily_mark(family)
     if mark is not None:
         # Days past the daily aggregate's watermark would be aggregated from raw events at
         # query time (real-time aggregation): read them from the hourly one instead.
@@ -414,9 +444,72 @@ def plan(filters: dict, family: Family = COUNTS) -> tuple[list[Piece], list[Q]] 
     edges = []
     if start is not None and start < hour_lo:
         edges.append(Q(time__gte=start, time__lt=hour_lo))
-    if end is not None and hour_hi < end:
-        edges.append(Q(time__gte=hour_hi, time__lt=end))
+    tail_lo = hour_hi
+    if family.fine is not None:
+        pieces, tail_lo = _fine_tail(family, pieces, hour_hi, end)
+    if end is not None and tail_lo < end:
+        edges.append(Q(time__gte=tail_lo, time__lt=end))
     return pieces, edges
+
+
+def _daily_mark(family: Family) -> datetime | None:
+    """Where the daily rollup stops being read: its watermark, and for one built on the hourly
+    rollup never past the hourly one's. A daily bucket materialized while its hours were still
+    real-time holds what the hours held then; the hours materialized since may hold more (a
+    policy run racing a write), and only the hourly rollup is sure to have it."""
+    mark = cutoff(family.daily.relation)
+    if mark is not None and family.daily.source == family.hourly.relation:
+        hourly = cutoff(family.hourly.relation)
+        if hourly is not None:
+            mark = min(mark, floor(hourly, DAY))
+    return mark
+
+
+def _fine_mark(family: Family) -> datetime | None:
+    """Where the fine tier takes over from the hourly one: the hourly watermark, or None when
+    the fine tier can't serve (no continuous aggregates, nothing materialized yet, or a watermark
+    so old that the fine tier's retention may have dropped minutes after it)."""
+    mark = cutoff(family.hourly.relation)
+    if mark is None or mark == NOTHING_MATERIALIZED:
+        return None
+    # How far back the fine tier holds exact minutes: its refresh window, or its retention.
+    kept = [span for span in (family.fine.window, timedelta(days=retention.retention_days(
+        retention.tier_for(family.fine.width)))) if span]
+    if kept and mark < datetime.now(UTC) - min(kept) + HOUR:
+        return None
+    return mark
+
+
+def _fine_tail(family: Family, pieces: list[Piece], hour_hi, end) -> tuple[list[Piece], datetime | None]:
+    """Hand the hours past the hourly watermark, and the whole minutes of a partial last hour
+    there, to the fine tier; returns the pieces and where the raw end edge starts.
+
+    Under sustained ingest the hourly aggregate lags by up to an hour and its refresh period;
+    read in real time, that lag is millions of raw events per query. The fine tier lags by a
+    minute or two, and is read in real time past its own watermark (a few minutes of events).
+    """
+    mark = _fine_mark(family)
+    if mark is None:
+        return pieces, hour_hi
+    hourly, fine = family.hourly.model, family.fine.model
+    cut: list[Piece] = []
+    fine_lo = None
+    for model, lo, hi in pieces:
+        if model is hourly and (hi is None or hi > mark):
+            if lo is None or lo < mark:
+                cut.append((model, lo, mark))
+            fine_lo = mark if lo is None else max(lo, mark)
+        else:
+            cut.append((model, lo, hi))
+    if hour_hi is not None and hour_hi < mark:
+        return cut, hour_hi  # the range ends before the watermark: nothing past it to hand over
+    if fine_lo is None:
+        fine_lo = hour_hi  # the last hour is partial and past the watermark
+    fine_hi = floor(end, family.fine.width) if end is not None else None
+    if fine_hi is None or fine_lo < fine_hi:
+        cut.append((fine, fine_lo, fine_hi))
+        return cut, fine_hi
+    return cut, fine_lo
 
 
 def bucket_plan(
@@ -425,13 +518,24 @@ def bucket_plan(
     """Pieces (model, lo, hi, regroup) that give every bucket of `width` in [start, end).
 
     `start` and `end` are bucket starts. Hours come from the hourly rollup; days from the daily
-    one up to its watermark and from the hourly one, regrouped by day (`regroup`), past it.
+    one up to its watermark and from the hourly one, regrouped by day (`regroup`), past it. In
+    a family with a fine tier, time past the hourly watermark comes from the fine one, regrouped.
     """
     if width == HOUR:
-        return [(family.hourly.model, start, end, False)]
-    mark = cutoff(family.daily.relation)
-    if mark is None or mark >= end:
-        return [(family.daily.model, start, end, False)]
-    mark = max(floor(mark, DAY), start)
-    pieces = [(family.daily.model, start, mark, False)] if start < mark else []
-    return pieces + [(family.hourly.model, mark, end, True)]
+        pieces = [(family.hourly.model, start, end, False)]
+    else:
+        mark = _daily_mark(family)
+        if mark is None or mark >= end:
+            return [(family.daily.model, start, end, False)]
+        mark = max(floor(mark, DAY), start)
+        pieces = [(family.daily.model, start, mark, False)] if start < mark else []
+        pieces.append((family.hourly.model, mark, end, True))
+    if family.fine is None:
+        return pieces
+    fine_mark = _fine_mark(family)
+    if fine_mark is None or fine_mark >= end:
+        return pieces
+    model, lo, hi, regroup = pieces.pop()
+    if lo < fine_mark:
+        pieces.append((model, lo, fine_mark, regroup))
+    return pieces + [(family.fine.model, max(lo, fine_mark), end, True)]

@@ -246,6 +246,9 @@ def main() -> int:
     print(f"{database}: {total:,} events; rollups are "
           f"{'continuous aggregates' if continuous else 'plain views'}", flush=True)
 
+    from observability.tests.utils import api_key_headers
+
+    headers = api_key_headers("read")  # the API answers 401 without a key
     raw = psycopg2.connect(url)
     raw.autocommit = True
     results = []
@@ -265,7 +268,7 @@ def main() -> int:
                     bind.update(start=ceil_to(start, width), end=ceil_to(end, width))
 
                 def call_api(path=path, query=query):
-                    http.request("GET", f"{path}?{query}")
+                    http.request("GET", f"{path}?{query}", headers=headers)
                     response = http.getresponse()
                     body = response.read()
                     if response.status != 200:
@@ -350,7 +353,9 @@ def approx_errors(raw, end: datetime, args) -> dict:
         return {}
     from django.test import Client
 
-    client = Client()
+    from observability.tests.utils import api_key_headers
+
+    client = Client(headers=api_key_headers("read"))
     rng = random.Random(args.seed)
     with raw.cursor() as cursor:
         cursor.execute(f"SELECT DISTINCT service FROM {RAW} WHERE time >= %s ORDER BY 1", [end - timedelta(days=1)])

@@ -264,8 +264,11 @@ class ConcurrentRefreshTests(TransactionTestCase):
             rollups.refresh_after_write([BASE_TIME - timedelta(days=1)])
             # The first aggregate was tried three times, then every other one once.
             self.assertEqual(calls[:3], [rollups.aggregates()[0].relation] * 3)
-            self.assertEqual(len(calls), len(rollups.aggregates()) + 2)
+            # (The fine tier is kept exact over its last two days only: a day-old event there
+            # is not refreshed.)
+            recent = [r for r in rollups.aggregates() if r.window is None]
+            self.assertEqual(len(calls), len(recent) + 2)
             calls.clear()
             with mock.patch.object(rollups, "_call_refresh", side_effect=lambda *a: (_ for _ in ()).throw(locked())):
                 self.assertEqual(rollups.refresh_after_write([BASE_TIME - timedelta(days=1)]),
-                                 len(rollups.aggregates()))  # gave up quietly, wrote nothing wrong
+                                 len(recent))  # gave up quietly, wrote nothing wrong
