@@ -272,7 +272,8 @@ class TimescaleRetentionTests(ApiTransactionTestCase):
             # (The minute tier's refresh starts two days back from its migration on.)
             cursor.execute("SELECT count(*) FROM timescaledb_information.jobs WHERE proc_name IN"
                            " ('policy_retention', 'policy_compression')"
-                           " OR (config->>'start_offset' IS NOT NULL AND hypertable_name <> 'apirequest_global_minute')")
+                           " OR (config->>'start_offset' IS NOT NULL"
+                           "     AND hypertable_name <> 'apirequest_global_minute')")
             self.assertEqual(cursor.fetchone()[0], 0)
 
     def test_late_events_into_compressed_chunks_work_through_ingest_crud_and_refresh(self):
