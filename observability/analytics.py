@@ -486,6 +486,13 @@ def top_endpoints(
         series = {key: _combine([row]) for key, row in _per_series(queryset, _raw_counts()).items()}
         source = "raw"
     precision = _precision_of(precision, filters, used_filters)
+    if precision == "approx" and by_percentile and not any(
+            piece[0] is rollups.COUNTS.daily.model for piece in plan[0]):
+        # Every series' percentiles from hours only: the hourly histograms of 1,000 series
+        # hold about as many rows as there are events, and ranking bins costs more than
+        # percentile_cont over the events (24 h of 10M/30 d: 0.8 s against 0.24 s). Exact
+        # is then both faster and better, and the answer says so.
+        precision = "exact"
     results = [{"service": s, "endpoint": e, **_shape(counts)}
                for (s, e), counts in series.items() if counts["hits"]]
 

@@ -194,3 +194,36 @@ class MigrationTests(ApiTransactionTestCase):
                 self.assertAlmostEqual(got[key], value, delta=1e-12 * abs(value), msg=key)
             else:
                 self.assertEqual(got[key], value, key)
+
+
+class RankingByPercentileTests(ApiTransactionTestCase):
+    """Sorting every series by an approx percentile: histograms where whole days serve, exact
+    percentile_cont over the events where only hours would (cheaper there, and exact)."""
+
+    def setUp(self):
+        skip_unless_timescale(self, "approx percentiles come from histograms on TimescaleDB only")
+        self.tearDown()
+
+    def tearDown(self):
+        ApiRequest.objects.all().delete()
+        rollups.refresh_all(None, None)
+
+    def test_hours_only_windows_rank_exactly_and_say_so_and_day_windows_use_the_histograms(self):
+        rng = random.Random(5)
+        first = BASE_TIME - timedelta(days=3)
+        rows = rows_for(800, rng=rng, start=first, span=timedelta(days=3))
+        store(rows)
+        rollups.refresh_all(None, BASE_TIME)
+        for start, end, precision in ((BASE_TIME - 20 * HOUR, BASE_TIME - 2 * HOUR, "exact"),
+                                      (first, BASE_TIME, "approx")):
+            body = self.client.get("/api/requests/top-endpoints/", {
+                "start": iso(start), "end": iso(end), "precision": "approx", "sort": "p95_latency_ms",
+                "limit": 1000}).json()
+            self.assertEqual(body["precision"], precision)
+            for row in body["results"]:
+                series = [r["latency_ms"] for r in rows if start <= r["time"] < end
+                          and (r["service"], r["endpoint"]) == (row["service"], row["endpoint"])]
+                want = reference(series, precision)
+                bound = BOUND if precision == "approx" else 1e-12
+                for key in PERCENTILES:
+                    self.assertLessEqual(abs(row[key] - want[key]), bound * want[key] + 1e-9, (precision, key))
