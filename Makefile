@@ -6,7 +6,7 @@ PORT ?= 8000
 COMPOSE := docker compose --env-file .env -f docker/docker-compose.yml
 VENV_PY := source scripts/bootstrap.sh &&
 
-.PHONY: run test step6 migrate install lint bench-ingest bench bench-sqlite bench-storage bench-dashboard seed up down logs key manage openapi demo
+.PHONY: run test step6 migrate install lint bench-ingest bench bench-sqlite bench-storage bench-dashboard bench-fresh seed up down logs key manage openapi demo
 
 install:  ## create .venv and install the pinned requirements
 	@$(VENV_PY) true
@@ -57,6 +57,8 @@ bench-storage:  ## bytes/event and query times before/after the columnstore (Tim
 	@$(VENV_PY) scripts/with_postgres.sh "$$PY" scripts/bench_storage.py $(ARGS)
 bench-dashboard:  ## the dashboard's API calls for the 30-day view vs plain SQL (ARGS="-n 10000000")
 	@$(VENV_PY) scripts/with_postgres.sh "$$PY" scripts/bench_dashboard.py $(ARGS)
+bench-fresh:  ## fresh data under sustained ingest (100/1,000/10,000 events/s): query cost and refresh cost (TimescaleDB)
+	@$(VENV_PY) scripts/with_postgres.sh "$$PY" scripts/bench_fresh.py $(ARGS)
 
 seed:  ## add realistic traffic to the configured database (ARGS="--events 100000")
 	@$(VENV_PY) DJANGO_DEBUG=$${DJANGO_DEBUG:-1} "$$PY" manage.py seed_requests $(ARGS)

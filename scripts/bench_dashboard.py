@@ -110,6 +110,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-n", "--events", type=int, default=1_000_000, help="events to seed (default 1,000,000)")
     parser.add_argument("--no-seed", action="store_true", help="use the data already in the database")
+    parser.add_argument("--now", default=None,
+                        help="ISO 8601 time the page is opened at (default: now); with --no-seed, the end of "
+                             "the data already there (e.g. `make bench`'s 2026-11-01T00:00:00+00:00)")
     parser.add_argument("--window", default="30d", choices=sorted(WINDOWS))
     parser.add_argument("--precision", default="approx", choices=("approx", "exact"))
     parser.add_argument("--rounds", type=int, default=10, help="timed page loads (default 10)")
@@ -140,7 +143,10 @@ def main() -> int:
         cursor.execute(f"ANALYZE {RAW}")
     database = db.describe()
     headers = {"Accept": "application/json", **api_key_headers("read")}
-    start, end, interval = page_window(args.window, datetime.now(UTC))
+    opened = datetime.fromisoformat(args.now) if args.now else datetime.now(UTC)
+    # A page opened at the end of the data (just before it, so that the last bucket is the one
+    # that ends there, as on a live page).
+    start, end, interval = page_window(args.window, opened - timedelta(microseconds=1) if args.now else opened)
     print(f"{database}: {total:,} events; view {args.window} [{iso(start)}, {iso(end)}) by {interval}, "
           f"precision={args.precision}", flush=True)
     names = ["kpis (window)", "kpis (previous window)", "timeseries", "top-endpoints", "series"]

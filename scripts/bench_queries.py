@@ -252,7 +252,7 @@ def main() -> int:
     raw = psycopg2.connect(url)
     raw.autocommit = True
     results = []
-    with Gunicorn({"DJANGO_DEBUG": "0"}, workers=2) as server:
+    with Gunicorn({"DJANGO_DEBUG": "0", "GUNICORN_KEEPALIVE": "3600"}, workers=2) as server:
         http = server.connection()
         for label in args.windows.split(","):
             start = end - WINDOWS[label]
