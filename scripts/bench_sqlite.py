@@ -52,12 +52,16 @@ def main() -> int:
     from django.core.management import call_command
     from django.test import Client
 
+    from observability import access
+
     call_command("migrate", verbosity=0)
     call_command("seed_requests", events=args.events, days=7, stdout=open(os.devnull, "w"))  # noqa: SIM115
     plain = sqlite3.connect(path)  # the stock module: no project functions
     (service,) = plain.execute("SELECT service FROM observability_apirequest GROUP BY 1 ORDER BY count(*) DESC"
                                " LIMIT 1").fetchone()
-    client = Client()
+    # Every API read needs a key (issue 10); a read key, as a dashboard client would hold.
+    _, key = access.create_key(name="bench-sqlite", scope="read")
+    client = Client(HTTP_AUTHORIZATION=f"Bearer {key}")
     raw = "observability_apirequest"
     cases = [
         ("kpis", "/api/requests/kpis/ (exact p95)", "/api/requests/kpis/",
