@@ -18,6 +18,7 @@ from django.db.models import Aggregate, Count, F, Field, FloatField, Max, Q, Que
 from django.db.models.functions import Cast, Trunc
 
 from observability import rollups
+from observability.apps import percentile_cont, sorted_values_of
 from observability.filters import ROLLUP_FILTERS
 from observability.models import ApiRequest, ApiRequestDaily, ApiRequestHourly
 
@@ -32,7 +33,12 @@ ROLLUP_COLUMNS = ("bucket", "service", "endpoint", "hits", "errors", "avg_latenc
 
 
 class _Floats(Field):
-    """A list of floats from the database: a float8[] on PostgreSQL, "a,b,c" text on SQLite."""
+    """Percentiles from the database: a float8[] on PostgreSQL; on SQLite the packed sorted
+    values of `sorted_values` (apps.py), read here at this field's fractions."""
+
+    def __init__(self, fractions=(), **kwargs):
+        self.fractions = tuple(fractions)
+        super().__init__(**kwargs)
 
     def get_internal_type(self):
         return "TextField"
@@ -40,14 +46,14 @@ class _Floats(Field):
     def from_db_value(self, value, expression, connection):
         if value is None or isinstance(value, list):
             return value
-        return [float(part) for part in value.split(",")]
+        ordered = sorted_values_of(value)
+        return [percentile_cont(ordered, f, presorted=True) for f in self.fractions]
 
 
 class Percentiles(Aggregate):
     """percentile_cont(ARRAY[fractions]) WITHIN GROUP (ORDER BY expr): every fraction in one sort."""
 
     function = "percentile_cont"
-    output_field = _Floats()
 
     def __init__(self, expression, fractions=FRACTIONS, **extra):
         fractions = [float(f) for f in fractions]
@@ -55,7 +61,8 @@ class Percentiles(Aggregate):
             raise ValueError("fractions must be within [0, 1]")
         # Floats we validated, formatted by repr: never text from a client.
         self.fractions = fractions
-        super().__init__(expression, **extra)
+        # The field carries the fractions to the SQLite converter (also through a subquery).
+        super().__init__(expression, output_field=_Floats(fractions), **extra)
 
     def as_postgresql(self, compiler, connection, **extra):
         array = ", ".join(repr(f) for f in self.fractions)
@@ -66,9 +73,9 @@ class Percentiles(Aggregate):
         )
 
     def as_sqlite(self, compiler, connection, **extra):
-        # The two-argument aggregate registered in apps.py; the fractions travel as text.
-        text = ",".join(repr(f) for f in self.fractions)
-        return self.as_sql(compiler, connection, template=f"percentiles(%(expressions)s, '{text}')", **extra)
+        # The values sorted once by the aggregate registered in apps.py (no Python call per
+        # row); _Floats interpolates each fraction as percentile_cont does.
+        return self.as_sql(compiler, connection, template="sorted_values(%(expressions)s)", **extra)
 
 
 def _ratio(numerator, denominator):
