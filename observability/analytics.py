@@ -14,10 +14,10 @@ import math
 from datetime import UTC, datetime
 
 from django.db import connection
-from django.db.models import Aggregate, Count, F, Field, FloatField, Max, Q, QuerySet, Sum
+from django.db.models import Aggregate, CharField, Count, F, Field, FloatField, Func, Max, Q, QuerySet, Sum
 from django.db.models.functions import Cast, Trunc
 
-from observability import rollups
+from observability import db, rollups
 from observability.apps import percentile_cont, sorted_values_of
 from observability.filters import ROLLUP_FILTERS
 from observability.models import ApiRequest, ApiRequestDaily, ApiRequestHourly
@@ -380,6 +380,40 @@ def _exact_per_series(queryset: QuerySet, series) -> dict[tuple[str, str], dict]
     return {key: _exact(row["p"]) for key, row in rows.items()}
 
 
+def _unindexed(column: str) -> Func:
+    """The column through SQLite's unary +: the same value, but no index is chosen for it."""
+    return Func(F(column), template="(+%(expressions)s)", output_field=CharField())
+
+
+def _top_series_by_hits(queryset: QuerySet, *, order: str, limit: int, with_p95: bool) -> tuple[dict, dict | None]:
+    """The counts (and exact percentiles) of the `limit` series with the most (or fewest) hits.
+
+    For databases that group by sorting (`db.groups_by_sorting`): grouping every event with
+    its status and latency sorts them all (about 200 ms for 200,000 on SQLite), while the
+    hits alone come from the (service, endpoint, time) index without reading the table, and
+    the other columns are then read for the chosen series only, in one query with their
+    percentiles. Ties rank as in top_endpoints: by service, then endpoint, in code points.
+    """
+    hits = {key: row["hits"] for key, row in _per_series(queryset, {"hits": Count("id")}).items() if row["hits"]}
+    keys = sorted(hits)
+    keys.sort(key=hits.__getitem__, reverse=(order == "desc"))  # stable: ties keep (service, endpoint)
+    chosen = set(keys[:limit])
+    if not chosen:
+        return {}, {}
+    aggregates = {**_raw_counts(), **({"p": Percentiles(rollups.capped_latency())} if with_p95 else {})}
+    # The series test goes through `_unindexed`, so SQLite plans this query as the one grouping
+    # every series would be planned: the same index visits each series' events in the same
+    # order, and the float sums (avg_latency_ms) come out the same to the last bit. It checks
+    # the series on the index entries and reads the table for the chosen ones only. A superset
+    # (every service with every endpoint named) is read; only the chosen series are kept.
+    narrowed = queryset.alias(_s=_unindexed("service"), _e=_unindexed("endpoint")).filter(
+        _s__in={s for s, _ in chosen}, _e__in={e for _, e in chosen})
+    rows = _per_series(narrowed, aggregates)
+    chosen &= rows.keys()  # a series pruned between the two queries is left out
+    series = {key: _combine([rows[key]]) for key in chosen}
+    return series, ({key: _exact(rows[key]["p"]) for key in chosen} if with_p95 else None)
+
+
 def top_endpoints(
     *, queryset: QuerySet, filters: dict, used_filters: set[str], sort: str = "hits",
     order: str = "desc", limit: int = 10, with_p95: bool = False, precision: str = "exact",
@@ -389,6 +423,7 @@ def top_endpoints(
         raise ValueError(f"Unknown sort key {sort!r}.")
     by_percentile = sort in PERCENTILE_KEYS
     with_p95 = with_p95 or by_percentile
+    exact = None  # {series: percentiles} where the counts' query computed them too
     plan = _plan(filters, used_filters)
     if plan is not None:
         pieces, edges = plan
@@ -398,6 +433,9 @@ def top_endpoints(
         keys = set().union(*parts)
         series = {key: _combine([p[key] for p in parts if key in p]) for key in keys}
         source = "hourly"
+    elif sort == "hits" and db.groups_by_sorting():
+        series, exact = _top_series_by_hits(queryset, order=order, limit=limit, with_p95=with_p95)
+        source = "raw"
     else:
         series = {key: _combine([row]) for key, row in _per_series(queryset, _raw_counts()).items()}
         source = "raw"
@@ -418,6 +456,8 @@ def top_endpoints(
         wanted = None if by_percentile else {(r["service"], r["endpoint"]) for r in results}
         if precision == "approx":
             values = _histogram(filters, used_filters, ("service", "endpoint"), wanted)
+        elif exact is not None:
+            values = exact
         else:
             values = _exact_per_series(queryset, wanted)
         for row in results:
