@@ -2,7 +2,8 @@
 
 Counts come from the rollups where they are materialized (TimescaleDB), else from one scan of
 the raw table (`rollups.fast_rollups`). Percentiles are exact (`percentile_cont` over the raw
-events, all four fractions in one pass; SQLite gets the same aggregate in `apps.py`) or, with
+events, all four fractions in one pass; on SQLite `sorted_values` (apps.py) sorts the values
+once and `Percentiles` interpolates them the same way) or, with
 `precision="approx"`, read from the latency histograms within `rollups.MAX_RELATIVE_ERROR`.
 Every latency is capped at `rollups.CAP_MS` first, so rows stored before the ingest limit
 (up to 1.8e308) can't overflow a sum.
