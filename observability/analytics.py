@@ -15,7 +15,20 @@ import math
 from datetime import UTC, datetime
 
 from django.db import connection
-from django.db.models import Aggregate, CharField, Count, F, Field, FloatField, Func, Max, Q, QuerySet, Sum
+from django.db.models import (
+    Aggregate,
+    CharField,
+    Count,
+    DateTimeField,
+    F,
+    Field,
+    FloatField,
+    Func,
+    Max,
+    Q,
+    QuerySet,
+    Sum,
+)
 from django.db.models.functions import Cast, Trunc
 
 from observability import db, rollups
@@ -103,8 +116,11 @@ def rollup_rows(*, queryset: QuerySet, filters: dict, interval: str):
 class RawRollupRows:
     """/hourly/ or /daily/ rows computed from the raw table, for the paginator.
 
-    Counts for every row come from one grouped scan; the exact p95 (the expensive part) is
-    computed only for the rows a page slices out.
+    The paginator needs every row's key (to count the rows and slice a page), the figures of
+    one page only. Counts for every row come from one grouped scan and the exact p95 (the
+    expensive part) only for the rows a page slices out. Where GROUP BY sorts every event
+    (`db.groups_by_sorting`: SQLite), that scan keeps to the hits, which the (service,
+    endpoint, time) index holds, and the page's query computes the other figures too.
     """
 
     def __init__(self, *, filters: dict, width):
@@ -117,34 +133,50 @@ class RawRollupRows:
                 self.raw = self.raw.filter(time__lt=rollups.ceil(filters["end"], width))
         except OverflowError:
             self.raw = self.raw.none()  # a bucket bound past the end of the calendar holds nothing
+        self.narrow = db.groups_by_sorting()
+        counts = {"hits": Count("id")} if self.narrow else _raw_counts()
         self.groups = list(
             self.raw.annotate(bucket=rollups.BucketStart("time", width))
-            .values("bucket", "service", "endpoint").annotate(**_raw_counts())
+            .values("bucket", "service", "endpoint").annotate(**counts)
             .order_by("bucket", "service", "endpoint")
         )
 
     def __len__(self) -> int:
         return len(self.groups)
 
+    def _page_events(self, groups: list[dict]) -> QuerySet:
+        """The events of the page's series and buckets (a superset: every series named, over
+        every bucket of the page; the page's rows are picked by key)."""
+        lo, hi = min(g["bucket"] for g in groups), max(g["bucket"] for g in groups) + self.width
+        services, endpoints = {g["service"] for g in groups}, {g["endpoint"] for g in groups}
+        if not self.narrow:
+            # Served by the (service, endpoint, time) index.
+            return self.raw.filter(time__gte=lo, time__lt=hi, service__in=services, endpoint__in=endpoints)
+        # The page's bounds go through unary + (see _top_series_by_hits): SQLite plans this
+        # query as it would the grouping of every row with every figure, so each row's sum
+        # adds up its events in the same order; the bounds are checked on index entries.
+        return self.raw.alias(_t=_unindexed("time", DateTimeField()), _s=_unindexed("service"),
+                              _e=_unindexed("endpoint")).filter(
+            _t__gte=lo, _t__lt=hi, _s__in=services, _e__in=endpoints)
+
     def __getitem__(self, index):
         groups = self.groups[index] if isinstance(index, slice) else [self.groups[index]]
-        p95 = {}
+        page = {}
         if groups:
-            # Served by the (service, endpoint, time) index: only the page's series and buckets.
-            events = self.raw.filter(
-                time__gte=min(g["bucket"] for g in groups), time__lt=max(g["bucket"] for g in groups) + self.width,
-                service__in={g["service"] for g in groups}, endpoint__in={g["endpoint"] for g in groups},
-            ).annotate(bucket=rollups.BucketStart("time", self.width))
-            for row in events.values("bucket", "service", "endpoint").annotate(
-                    p=Percentiles(rollups.capped_latency(), (0.95,))):
-                p95[(row["bucket"], row["service"], row["endpoint"])] = row["p"][0]
+            aggregates = {**(_raw_counts() if self.narrow else {}), "p": Percentiles(rollups.capped_latency(), (0.95,))}
+            events = self._page_events(groups).annotate(bucket=rollups.BucketStart("time", self.width))
+            for row in events.values("bucket", "service", "endpoint").annotate(**aggregates):
+                page[(row["bucket"], row["service"], row["endpoint"])] = row
         rows = []
         for g in groups:
-            shaped = _shape(_combine([g]))
+            # A row pruned between the two queries keeps its hits and nothing else.
+            figures = {"errors": 0, "latency_sum": None, "max_latency": None, "p": None, **g,
+                       **page.get((g["bucket"], g["service"], g["endpoint"]), {})}
+            shaped = _shape(_combine([figures]))
             rows.append({"bucket": g["bucket"], "service": g["service"], "endpoint": g["endpoint"],
-                         "hits": g["hits"], "errors": g["errors"], "error_rate": shaped["error_rate"],
+                         "hits": figures["hits"], "errors": figures["errors"], "error_rate": shaped["error_rate"],
                          "avg_latency_ms": shaped["avg_latency_ms"], "max_latency_ms": shaped["max_latency_ms"],
-                         "p95_latency_ms": p95.get((g["bucket"], g["service"], g["endpoint"]))})
+                         "p95_latency_ms": figures["p"][0] if figures["p"] else None})
         return rows if isinstance(index, slice) else rows[0]
 
 
@@ -381,9 +413,9 @@ def _exact_per_series(queryset: QuerySet, series) -> dict[tuple[str, str], dict]
     return {key: _exact(row["p"]) for key, row in rows.items()}
 
 
-def _unindexed(column: str) -> Func:
+def _unindexed(column: str, output_field: Field | None = None) -> Func:
     """The column through SQLite's unary +: the same value, but no index is chosen for it."""
-    return Func(F(column), template="(+%(expressions)s)", output_field=CharField())
+    return Func(F(column), template="(+%(expressions)s)", output_field=output_field or CharField())
 
 
 def _top_series_by_hits(queryset: QuerySet, *, order: str, limit: int, with_p95: bool) -> tuple[dict, dict | None]:
