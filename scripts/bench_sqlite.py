@@ -42,6 +42,7 @@ def main() -> int:
     parser.add_argument("--output", default=str(ROOT / "reports" / "bench_sqlite.md"))
     args = parser.parse_args()
 
+    load_before = os.getloadavg()[0]
     path = Path(tempfile.mkdtemp(prefix="apm-bench-sqlite-")) / "apm.sqlite3"
     os.environ.update(DATABASE_URL=f"sqlite:///{path}", APM_TIMESCALE="off", DJANGO_DEBUG="0",
                       DJANGO_SETTINGS_MODULE="apm_platform.settings")
@@ -87,6 +88,9 @@ def main() -> int:
         base = timed(lambda sql=sql: plain.execute(sql).fetchall(), args.calls)
         print(f"{label:<55} API {api:8.1f} ms (target {TARGETS[key]})  SQL {base:8.1f} ms", flush=True)
         lines.append(f"| {label} | {api:.1f} | {TARGETS[key]} | {base:.1f} |")
+    # The machine is shared: say how busy it was, since every figure moves with it.
+    lines += ["", f"Load average (1 min) before seeding / after timing: {load_before:.2f} / "
+              f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs."]
     Path(args.output).write_text("\n".join(lines) + "\n")
     print(f"wrote {args.output}")
     return 0
