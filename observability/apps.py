@@ -1,3 +1,6 @@
+from array import array
+from collections.abc import Sequence
+
 from django.apps import AppConfig
 from django.db.backends.signals import connection_created
 from django.db.models.signals import post_migrate, post_save, pre_migrate
@@ -41,27 +44,39 @@ class _PercentileCont:
         return percentile_cont(self.values, self.fraction)
 
 
-class _Percentiles:
-    """SQLite aggregate percentiles(value, "f1,f2,...") -> "p1,p2,...": one sort for every fraction."""
+class _SortedValues:
+    """SQLite aggregate sorted_values(value) -> the non-null values, sorted, as packed float8s.
+
+    `step` is the bound `list.append` itself, so SQLite calls C for each row and no Python
+    frame runs per row (a Python `step` cost about 60% more on 200,000 rows). The caller
+    (`analytics.Percentiles`) knows the fractions and reads the ranks it needs from the blob:
+    one sort serves every fraction, and no argument repeats per row to carry them.
+    """
 
     def __init__(self):
-        self.values: list[float] = []
-        self.fractions = ""
-
-    def step(self, value, fractions):
-        if value is not None:
-            self.values.append(value)
-            self.fractions = fractions
+        self.values: list[float | None] = []
+        self.step = self.values.append
 
     def finalize(self):
-        if not self.values:
-            return None
-        self.values.sort()
-        return ",".join(repr(percentile_cont(self.values, float(f), presorted=True))
-                        for f in self.fractions.split(","))
+        values = self.values
+        try:
+            values.sort()
+            packed = array("d", values)  # a TypeError too when a NULL came in (sorted or alone)
+        except TypeError:
+            # NULLs, which percentile_cont ignores (never for latencies: the column is NOT
+            # NULL); looking for them up front would cost a pass over every value.
+            packed = array("d", sorted(value for value in values if value is not None))
+        return packed.tobytes() if packed else None
 
 
-def percentile_cont(values: list[float], fraction: float, *, presorted: bool = False) -> float | None:
+def sorted_values_of(blob: bytes) -> array:
+    """The values a `sorted_values` aggregate returned, in order."""
+    values = array("d")
+    values.frombytes(blob)
+    return values
+
+
+def percentile_cont(values: Sequence[float], fraction: float, *, presorted: bool = False) -> float | None:
     """PostgreSQL's percentile_cont: interpolate between the two nearest ranks."""
     if not values:
         return None
@@ -83,5 +98,5 @@ def register_sqlite_functions(sender, connection, **kwargs) -> None:
         return
     raw = connection.connection
     raw.create_aggregate("percentile_cont", 2, _PercentileCont)
-    raw.create_aggregate("percentiles", 2, _Percentiles)
+    raw.create_aggregate("sorted_values", 1, _SortedValues)
     raw.create_collation("C", _compare_bytes)

@@ -22,6 +22,13 @@ def is_postgresql(connection=default_connection) -> bool:
     return connection.vendor == "postgresql"
 
 
+def groups_by_sorting(connection=default_connection) -> bool:
+    """True where GROUP BY sorts every row it groups (SQLite has no hash aggregate), so a
+    read should group few rows, or group by an index's leading columns with nothing else to
+    fetch, rather than aggregate every column of every group it will then throw away."""
+    return connection.vendor == "sqlite"
+
+
 def timescale_version(connection=default_connection) -> str | None:
     """The TimescaleDB extension version installed in this database, or None."""
     if not is_postgresql(connection):

@@ -6,6 +6,7 @@ percentile_cont interpolation.
 """
 
 import random
+from collections import defaultdict
 from datetime import timedelta
 
 from django.test import TransactionTestCase
@@ -19,6 +20,7 @@ from observability.tests.utils import (
     fast_source,
     iso,
     make_event,
+    parse_time,
     percentile,
     post_ingest,
 )
@@ -159,6 +161,70 @@ class ApproxPercentileTests(ApiTransactionTestCase):
         self.assertEqual([r["hits"] for r in series["results"]], [30])
         self.assert_within_bound(series["results"][0], [10.0] * 20 + [5000.0] * 10, "timeseries",
                                  series["precision"])
+
+
+class ExactPercentileTests(ApiTransactionTestCase):
+    """Exact percentiles per group (series, bucket, hourly row) equal percentile_cont computed here.
+
+    The groups are built to catch an off-by-one rank or a lost value: one event, two events,
+    ties, zeros, latencies stored above the cap, and random ones; on SQLite they exercise the
+    sorted_values aggregate (apps.py), elsewhere percentile_cont itself.
+    """
+
+    def tearDown(self):
+        ApiRequest.objects.all().delete()
+        rollups.refresh_all(None, None)
+
+    @staticmethod
+    def groups(rng: random.Random) -> dict[tuple[str, str], list[float]]:
+        return {
+            ("a", "/one"): [rng.lognormvariate(3, 1)],
+            ("a", "/two"): [7.5, 1e308],
+            ("a", "/ties"): [rng.choice([0.0, 5.0, 5.0, 12.25, 12.25, 12.25, 40.0]) for _ in range(57)],
+            ("b", "/zeros"): [0.0] * 9 + [0.004, 3.0],
+            ("b", "/huge"): [rng.choice([1e308, 1.7e308, 9e7, 86_400_000.0, 1.5]) for _ in range(23)],
+            ("c", "/random"): [random_latency(rng) for _ in range(301)],
+        }
+
+    def test_every_group_answers_percentile_cont_of_its_own_capped_latencies(self):
+        rng = random.Random(91)
+        start, hours = BASE_TIME - timedelta(hours=3), 3
+        rows, by_series, by_hour, by_row = [], defaultdict(list), defaultdict(list), defaultdict(list)
+        for (service, endpoint), latencies in self.groups(rng).items():
+            for i, value in enumerate(latencies):
+                # The one- and two-event series stay in one hour; the others spread over three.
+                hour = 0 if len(latencies) <= 2 else i % hours
+                time = start + timedelta(hours=hour, seconds=rng.uniform(0, 3599))
+                rows.append({"time": time, "service": service, "endpoint": endpoint, "method": "GET",
+                             "status_code": 200, "latency_ms": value})
+                by_series[(service, endpoint)].append(value)
+                by_hour[hour].append(value)
+                by_row[(hour, service, endpoint)].append(value)
+        store(rows)
+        window = {"start": iso(start), "end": iso(start + timedelta(hours=hours))}
+
+        kpis = self.client.get("/api/requests/kpis/", window).json()
+        self.assertEqual({key: kpis[key] for key in PERCENTILES}, reference(sum(by_series.values(), []), "exact"))
+
+        for params in ({"sort": "p95_latency_ms"}, {"sort": "hits", "with_p95": "true"}):
+            top = self.client.get("/api/requests/top-endpoints/", {**window, **params, "limit": 1000}).json()
+            self.assertEqual(len(top["results"]), len(by_series), params)
+            for row in top["results"]:
+                self.assertEqual({key: row[key] for key in PERCENTILES},
+                                 reference(by_series[(row["service"], row["endpoint"])], "exact"), (params, row))
+
+        series = self.client.get("/api/requests/timeseries/", {**window, "interval": "hour"}).json()
+        self.assertEqual([parse_time(r["bucket"]) for r in series["results"]],
+                         [start + timedelta(hours=h) for h in range(hours)])
+        for hour, row in enumerate(series["results"]):
+            self.assertEqual({key: row[key] for key in PERCENTILES}, reference(by_hour[hour], "exact"), hour)
+
+        hourly = self.client.get("/api/requests/hourly/", {**window, "page_size": 1000}).json()
+        self.assertEqual(len(hourly["results"]), len(by_row))
+        for row in hourly["results"]:
+            hour = (parse_time(row["bucket"]) - start) // timedelta(hours=1)
+            want = reference(by_row[(hour, row["service"], row["endpoint"])], "exact")["p95_latency_ms"]
+            self.assertEqual(row["p95_latency_ms"], want, row)
 
 
 class OverflowTests(ApiTransactionTestCase):
