@@ -32,6 +32,15 @@ class SeedRequestsTests(TestCase):
         self.seed("--seed", "6")
         self.assertNotEqual(snapshot(), first)
 
+    def test_the_end_may_be_given_as_a_datetime_from_code(self):
+        # The benchmarks call the command with end=datetime(...); argparse never sees it.
+        self.seed("--seed", "5")
+        first = snapshot()
+        ApiRequest.objects.all().delete()
+        call_command("seed_requests", events=3000, days=2, end=datetime.fromisoformat(END), batch=1000,
+                     no_refresh=True, seed=5, stdout=StringIO())
+        self.assertEqual(snapshot(), first)
+
     def test_rows_are_valid_within_the_span_and_shaped_like_traffic(self):
         out = self.seed()
         self.assertIn("Seeded 3,000 events over 2 days", out)
