@@ -100,7 +100,7 @@ CATALOGUE: tuple[Rollup, ...] = (
     Rollup("apirequest_global_hourly", "stats", HOUR, (), RAW, GlobalLatencyHourly,
            Refresh(timedelta(0), timedelta(minutes=5))),
     Rollup("apirequest_global_daily", "stats", DAY, (), "apirequest_global_hourly", GlobalLatencyDaily,
-           Refresh(timedelta(0), HOUR)),
+           Refresh(HOUR, HOUR)),
     # Per hour of all traffic, counts and the exact four percentiles: a month of hourly points
     # is 720 rows, where the bins would be 720 × ~300 and a window over them.
     Rollup("apirequest_global_percentiles_hourly", "percentiles", HOUR, (), RAW, GlobalPercentilesHourly,
@@ -268,12 +268,14 @@ def cutoff(relation: str, using=connection) -> datetime | None:
 # --- Refresh ---------------------------------------------------------------------------------
 
 
-def refresh(relation: str, start: datetime | None, end: datetime | None, *, attempts: int = 6) -> bool:
+def refresh(relation: str, start: datetime | None, end: datetime | None, *, attempts: int = 6,
+            deadline: float | None = None) -> bool:
     """Refresh one continuous aggregate over [start, end); False where there is none.
 
     TimescaleDB refuses a second concurrent refresh of one aggregate ("could not refresh ...
     due to a concurrent refresh", LockNotAvailable) while a policy job runs: wait that out for
-    about 3 s, then let the error through (the caller decides whether that matters).
+    about 1.5 s (or until `deadline`, a time.monotonic() value), then let the error through
+    (the caller decides whether that matters).
     """
     if relation not in BY_RELATION or BY_RELATION[relation].kind == "raw":
         raise ValueError(f"Unknown rollup {relation!r}.")
@@ -281,9 +283,11 @@ def refresh(relation: str, start: datetime | None, end: datetime | None, *, atte
         return False
     # Never over dropped raw chunks: that would erase the buckets the rollup still keeps.
     start = retention.bound_refresh_start(start)
-    window = BY_RELATION[relation].window
-    if window is not None:
-        recent = datetime.now(UTC) - window
+    rollup = BY_RELATION[relation]
+    if rollup.window is not None:
+        # On a bucket boundary: TimescaleDB rounds a window inward and refuses one that holds
+        # no whole bucket ("refresh window too small").
+        recent = ceil(datetime.now(UTC) - rollup.window, rollup.width)
         start = recent if start is None else max(start, recent)
     if end is not None and start is not None and start >= end:
         return True
@@ -293,9 +297,11 @@ def refresh(relation: str, start: datetime | None, end: datetime | None, *, atte
                 _call_refresh(relation, start, end)
             return True
         except OperationalError as exc:
-            if getattr(exc.__cause__, "pgcode", None) != LOCK_NOT_AVAILABLE or attempt == attempts - 1:
+            pause = 0.05 * 2 ** attempt
+            if (getattr(exc.__cause__, "pgcode", None) != LOCK_NOT_AVAILABLE or attempt == attempts - 1
+                    or (deadline is not None and time.monotonic() + pause > deadline)):
                 raise
-            time.sleep(0.05 * 2 ** attempt)
+            time.sleep(pause)
     return True
 
 
@@ -364,6 +370,8 @@ def _refresh_buckets(times: list[datetime]) -> int:
     # One round trip for every watermark: this runs after every ingest batch.
     marks = watermarks(rollup.relation for rollup in aggregates())
     now = datetime.now(UTC)
+    # However many aggregates wait on policy runs, the write's answer waits at most this long.
+    deadline = time.monotonic() + REFRESH_WAIT_SECONDS
     # Catalogue order: a hierarchical aggregate comes after its source, so it re-reads buckets
     # the source has just re-materialized.
     for rollup in aggregates():
@@ -377,8 +385,12 @@ def _refresh_buckets(times: list[datetime]) -> int:
         # invalidation log marks inside its window, and TimescaleDB logs a write's whole time
         # range anyway; one call per run of buckets made hundreds of calls (each taking the
         # aggregate's lock) for a batch of late events spread over days.
-        _refresh_waiting(rollup.relation, floor(min(stale), rollup.width),
-                         floor(max(stale), rollup.width) + rollup.width)
+        try:
+            _refresh_waiting(rollup.relation, floor(min(stale), rollup.width),
+                             floor(max(stale), rollup.width) + rollup.width, deadline)
+        except DatabaseError as exc:
+            # One aggregate's failure must not leave the others (after it in the catalogue) stale.
+            _refresh_failed(exc)
         calls += 1
     return calls
 
@@ -386,14 +398,18 @@ def _refresh_buckets(times: list[datetime]) -> int:
 LOCK_NOT_AVAILABLE = "55P03"
 
 
-def _refresh_waiting(relation: str, start: datetime, end: datetime) -> None:
+# Seconds an after-write refresh may spend waiting for policy runs, over every aggregate.
+REFRESH_WAIT_SECONDS = 5.0
+
+
+def _refresh_waiting(relation: str, start: datetime, end: datetime, deadline: float | None = None) -> None:
     """refresh() after a write: the events are stored by then, so a refresh policy that keeps
     the aggregate busy past refresh()'s wait must never fail the write: leave the buckets to
     the next policy run (the invalidation log keeps them)."""
     try:
         # A policy run holds the aggregate while it works (the fine tier's runs every minute):
-        # wait up to about 6 s for it before leaving the buckets to the next run.
-        refresh(relation, start, end, attempts=8)
+        # wait for it, within the write's budget, before leaving the buckets to the next run.
+        refresh(relation, start, end, attempts=8, deadline=deadline)
     except OperationalError as exc:
         if getattr(exc.__cause__, "pgcode", None) != LOCK_NOT_AVAILABLE:
             raise

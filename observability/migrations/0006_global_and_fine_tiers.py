@@ -45,7 +45,9 @@ TIERS = (
     # rows per minute of history for nothing).
     ("apirequest_global_minute", "1 minute", "2 days", "1 minute", "1 minute", None),
     ("apirequest_global_hourly", "1 hour", None, "0", "5 minutes", None),
-    ("apirequest_global_daily", "1 day", None, "0", "1 hour", "apirequest_global_hourly"),
+    # The daily one an hour after the day: by then the hourly one has materialized the day's
+    # last hour, so a day is never materialized from hours still aggregated in real time.
+    ("apirequest_global_daily", "1 day", None, "1 hour", "1 hour", "apirequest_global_hourly"),
     ("apirequest_global_percentiles_hourly", "1 hour", None, "0", "5 minutes", None),
 )
 
@@ -68,6 +70,8 @@ def _select(relation: str, width: str, source: str | None) -> str:
 
 
 def create_tiers(apps, schema_editor):
+    # Not atomic (continuous aggregates refuse a transaction): IF NOT EXISTS lets a run that
+    # stopped half-way be run again.
     connection = schema_editor.connection
     if not before.is_hypertable(RAW, connection):
         return
@@ -76,7 +80,7 @@ def create_tiers(apps, schema_editor):
             # Real-time, as every rollup: a client reading the relation itself sees fresh data.
             # One index, on (bucket, bin), built after the backfill.
             cursor.execute(
-                f"CREATE MATERIALIZED VIEW {relation} WITH (timescaledb.continuous,"
+                f"CREATE MATERIALIZED VIEW IF NOT EXISTS {relation} WITH (timescaledb.continuous,"
                 f" timescaledb.materialized_only = false, timescaledb.create_group_indexes = false)"
                 f" AS {_select(relation, width, source)} WITH NO DATA"
             )
@@ -87,13 +91,13 @@ def create_tiers(apps, schema_editor):
             # refresh after their write.
             cursor.execute(
                 "SELECT add_continuous_aggregate_policy(%s, start_offset => %s::interval,"
-                " end_offset => %s::interval, schedule_interval => %s::interval)",
+                " end_offset => %s::interval, schedule_interval => %s::interval, if_not_exists => true)",
                 [relation, start_offset, end_offset, schedule],
             )
             cursor.execute("CALL refresh_continuous_aggregate(%s, now() - %s::interval, now())",
                            [relation, start_offset])
             if relation != "apirequest_global_percentiles_hourly":  # it has the bucket index
-                cursor.execute(f"CREATE INDEX {relation}_0 ON {relation} (bucket, bin)")
+                cursor.execute(f"CREATE INDEX IF NOT EXISTS {relation}_0 ON {relation} (bucket, bin)")
 
 
 def drop_tiers(apps, schema_editor):

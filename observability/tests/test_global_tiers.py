@@ -227,3 +227,44 @@ class RankingByPercentileTests(ApiTransactionTestCase):
                 bound = BOUND if precision == "approx" else 1e-12
                 for key in PERCENTILES:
                     self.assertLessEqual(abs(row[key] - want[key]), bound * want[key] + 1e-9, (precision, key))
+
+
+class AfterWriteRefreshTests(ApiTestCase):
+    """refresh_after_write with the catalogue's windows (no TimescaleDB needed: calls mocked)."""
+
+    def patched(self, call_refresh):
+        marks = {r.relation: datetime.now(UTC) + HOUR for r in rollups.aggregates()}
+        return (mock.patch.object(rollups, "_call_refresh", side_effect=call_refresh),
+                mock.patch.object(rollups, "watermarks", return_value=marks),
+                mock.patch.object(rollups.db, "rollups_are_continuous", return_value=True),
+                mock.patch.object(rollups.db, "is_continuous_aggregate", return_value=True))
+
+    def test_the_fine_tier_is_never_asked_for_a_window_without_a_whole_minute(self):
+        # TimescaleDB refuses such a window ("refresh window too small"): an event a second
+        # inside the fine tier's two days must not make the refresh fail.
+        for late in (timedelta(seconds=1), timedelta(seconds=90)):
+            calls = []
+            patches = self.patched(lambda relation, start, end, calls=calls: calls.append((relation, start, end)))
+            with patches[0], patches[1], patches[2], patches[3], self.captureOnCommitCallbacks(execute=True):
+                rollups.refresh_after_write([datetime.now(UTC) - timedelta(days=2) + late])
+            minute = [call for call in calls if call[0] == "apirequest_global_minute"]
+            self.assertLessEqual(len(minute), 1)
+            for _, start, end in minute:
+                self.assertEqual((start.second, start.microsecond), (0, 0), late)
+                self.assertLess(start, end)
+            self.assertEqual(len(calls) - len(minute), len(rollups.aggregates()) - 1)
+
+    def test_one_aggregate_failing_leaves_the_others_refreshed(self):
+        from django.db import DataError
+
+        calls = []
+
+        def call_refresh(relation, start, end):
+            calls.append(relation)
+            if relation == rollups.aggregates()[0].relation:
+                raise DataError("refresh window too small")
+
+        patches = self.patched(call_refresh)
+        with patches[0], patches[1], patches[2], patches[3], self.captureOnCommitCallbacks(execute=True):
+            rollups.refresh_after_write([datetime.now(UTC) - HOUR])
+        self.assertEqual(calls, [r.relation for r in rollups.aggregates()])
