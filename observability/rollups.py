@@ -256,13 +256,25 @@ def watermark(relation: str, using=connection) -> datetime | None:
     return watermarks([relation], using)[relation]
 
 
+# Every aggregate's watermark, read in one query and kept this long: a request plans with
+# three to five of them. An older watermark is never wrong, only slower: the planner then reads
+# a little more from finer tiers or raw events (watermarks only move forward), and this
+# process's own refreshes clear it.
+WATERMARK_TTL = 1.0
+_marks_cache: dict[str, tuple[float, dict]] = {}
+
+
 def cutoff(relation: str, using=connection) -> datetime | None:
     """Where reading `relation` stops being cheap: a continuous aggregate's watermark (buckets
     after it are aggregated from raw events at query time), or None for a plain view, where
     every bucket costs the same."""
     if not db.rollups_are_continuous(using):
         return None
-    return watermark(relation, using) or NOTHING_MATERIALIZED
+    cached = _marks_cache.get(using.alias)
+    if cached is None or time.monotonic() - cached[0] > WATERMARK_TTL or relation not in cached[1]:
+        cached = (time.monotonic(), watermarks((rollup.relation for rollup in aggregates()), using))
+        _marks_cache[using.alias] = cached
+    return cached[1].get(relation) or NOTHING_MATERIALIZED
 
 
 # --- Refresh ---------------------------------------------------------------------------------
@@ -306,6 +318,7 @@ def refresh(relation: str, start: datetime | None, end: datetime | None, *, atte
 
 
 def _call_refresh(relation: str, start: datetime | None, end: datetime | None) -> None:
+    _marks_cache.clear()
     with connection.cursor() as cursor:
         # Must run outside a transaction block (TimescaleDB refuses otherwise).
         cursor.execute("CALL refresh_continuous_aggregate(%s, %s, %s)", [relation, start, end])

@@ -216,7 +216,8 @@ def main() -> int:
     parser.add_argument("--budget", type=float, default=60.0,
                         help="seconds per query and side after which fewer calls are made (default 60)")
     parser.add_argument("--windows", default="1h,24h,7d,30d", help="comma-separated (default 1h,24h,7d,30d)")
-    parser.add_argument("--only", default="", help="run only the queries whose name contains this text")
+    parser.add_argument("--only", default="", help="run only the queries whose name contains this text"
+                        " (and skip the refresh timings)")
     parser.add_argument("--error-windows", type=int, default=4,
                         help="random windows per filter in the approx error sweep (default 4; 0 skips it)")
     parser.add_argument("--output", default=str(ROOT / "reports" / "bench_queries"),
@@ -308,7 +309,7 @@ def main() -> int:
 
     errors = approx_errors(raw, end, args)
     refreshes = []
-    if continuous:
+    if continuous and not args.only:  # a partial run (--only) skips the refresh timings
         with connection.cursor() as cursor:
             cursor.execute(f"SELECT coalesce(max(id), 0) FROM {RAW}")
             last_id = cursor.fetchone()[0]
