@@ -8,8 +8,8 @@ one row per (bucket, latency bin) holding everything the read path needs — the
 its errors, the sum and the max of its latencies — so counts and approx percentiles come from
 one read:
 
-- `apirequest_global_minute`: from the raw table, refreshed every minute up to the minute
-  before the last whole one. The planner reads it only for what the hourly one has not materialized yet, so the
+- `apirequest_global_minute`: from the raw table, refreshed every 30 seconds up to the last
+  minute that ended 30 seconds ago. The planner reads it only for what the hourly one has not materialized yet, so the
   raw tail a query aggregates stays within a few minutes at any ingest rate. It is the "fine"
   retention tier (APM_RETENTION_FINE_DAYS) and the source of nothing.
 - `apirequest_global_hourly`: from the raw table (not from the minute one, whose retention is
@@ -43,7 +43,7 @@ TIERS = (
     # The minute tier is read only for the last hour or so: it is materialized, and kept exact
     # for late data, over its last two days only (backfilling a month of minutes would be ~500
     # rows per minute of history for nothing).
-    ("apirequest_global_minute", "1 minute", "2 days", "1 minute", "1 minute", None),
+    ("apirequest_global_minute", "1 minute", "2 days", "30 seconds", "30 seconds", None),
     ("apirequest_global_hourly", "1 hour", None, "0", "5 minutes", None),
     # The daily one an hour after the day: by then the hourly one has materialized the day's
     # last hour, so a day is never materialized from hours still aggregated in real time.
@@ -86,9 +86,10 @@ def create_tiers(apps, schema_editor):
             )
             # end_offset 0: the refresh window is rounded inward to whole buckets, so each run
             # materializes every bucket that has ended (and re-materializes invalidated ones).
-            # The minute tier waits a minute more: events that arrive up to a minute after they
-            # happened (SDK batching) then land in minutes not yet materialized, and need no
-            # refresh after their write.
+            # The minute tier runs every 30 s and waits 30 s more: events that arrive up to half
+            # a minute after they happened (SDK batching) then land in minutes not yet
+            # materialized and need no refresh after their write, and the tail it leaves to
+            # raw events is at most two minutes.
             cursor.execute(
                 "SELECT add_continuous_aggregate_policy(%s, start_offset => %s::interval,"
                 " end_offset => %s::interval, schedule_interval => %s::interval, if_not_exists => true)",
