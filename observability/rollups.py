@@ -301,8 +301,8 @@ def refresh(relation: str, start: datetime | None, end: datetime | None, *, atte
         # no whole bucket ("refresh window too small").
         recent = ceil(datetime.now(UTC) - rollup.window, rollup.width)
         start = recent if start is None else max(start, recent)
-    if end is not None and start is not None and start >= end:
-        return True
+    if end is not None and start is not None and ceil(start, rollup.width) >= floor(end, rollup.width):
+        return True  # no whole bucket inside: nothing to materialize (TimescaleDB would refuse it)
     for attempt in range(attempts):
         try:
             with metrics.refresh_timer(relation):

@@ -228,7 +228,7 @@ def measure(rate: int, args, raw, get) -> dict:
     for rollup in rollups.aggregates():
         lo, hi = marks[rollup.relation], rollups.floor(now, rollup.width)
         if rollup.width == rollups.MINUTE:
-            hi = min(hi, lo + rollup.refresh.schedule)  # one policy run's minute
+            hi = min(hi, lo + rollup.width)  # a minute of events, what two policy runs materialize
         with raw.cursor() as cursor:
             cursor.execute(f"SELECT count(*) FROM {RAW} WHERE time >= %s AND time < %s", [lo, hi])
             (events,) = cursor.fetchone()

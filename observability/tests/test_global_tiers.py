@@ -268,3 +268,13 @@ class AfterWriteRefreshTests(ApiTestCase):
         with patches[0], patches[1], patches[2], patches[3], self.captureOnCommitCallbacks(execute=True):
             rollups.refresh_after_write([datetime.now(UTC) - HOUR])
         self.assertEqual(calls, [r.relation for r in rollups.aggregates()])
+
+    def test_a_window_without_a_whole_bucket_is_not_sent_to_timescaledb(self):
+        calls = []
+        with mock.patch.object(rollups, "_call_refresh", side_effect=lambda *a: calls.append(a)), \
+                mock.patch.object(rollups.db, "is_continuous_aggregate", return_value=True):
+            start = BASE_TIME + timedelta(minutes=10)
+            self.assertTrue(rollups.refresh("apirequest_global_hourly", start, start + 30 * MINUTE))
+            self.assertEqual(calls, [])  # TimescaleDB answers "refresh window too small"
+            self.assertTrue(rollups.refresh("apirequest_global_hourly", start, start + 2 * HOUR))
+            self.assertEqual(len(calls), 1)
