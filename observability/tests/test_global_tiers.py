@@ -78,16 +78,23 @@ class FinePlanTests(ApiTestCase):
         self.assertIn(GlobalLatencyMinute, [piece[0] for piece in pieces])
 
 
-class FreshTailTests(ApiTransactionTestCase):
-    """Real TimescaleDB: the last hours partly materialized, as under sustained ingest."""
+class TimescaleTestCase(ApiTransactionTestCase):
+    """On TimescaleDB only, each test starting and leaving the aggregates empty (a flush
+    doesn't empty continuous aggregates)."""
+
+    needs = "the whole-traffic tiers are continuous aggregates"
 
     def setUp(self):
-        skip_unless_timescale(self, "the whole-traffic tiers are continuous aggregates")
+        skip_unless_timescale(self, self.needs)
         self.tearDown()
 
     def tearDown(self):
         ApiRequest.objects.all().delete()
         rollups.refresh_all(None, None)
+
+
+class FreshTailTests(TimescaleTestCase):
+    """Real TimescaleDB: the last hours partly materialized, as under sustained ingest."""
 
     def test_fresh_events_are_read_from_the_minute_tier_and_answer_as_the_raw_events(self):
         rng = random.Random(9)
@@ -196,17 +203,11 @@ class MigrationTests(ApiTransactionTestCase):
                 self.assertEqual(got[key], value, key)
 
 
-class RankingByPercentileTests(ApiTransactionTestCase):
+class RankingByPercentileTests(TimescaleTestCase):
     """Sorting every series by an approx percentile: histograms where whole days serve, exact
     percentile_cont over the events where only hours would (cheaper there, and exact)."""
 
-    def setUp(self):
-        skip_unless_timescale(self, "approx percentiles come from histograms on TimescaleDB only")
-        self.tearDown()
-
-    def tearDown(self):
-        ApiRequest.objects.all().delete()
-        rollups.refresh_all(None, None)
+    needs = "approx percentiles come from histograms on TimescaleDB only"
 
     def test_hours_only_windows_rank_exactly_and_say_so_and_day_windows_use_the_histograms(self):
         rng = random.Random(5)
