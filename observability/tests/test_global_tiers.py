@@ -279,3 +279,25 @@ class AfterWriteRefreshTests(ApiTestCase):
             self.assertEqual(calls, [])  # TimescaleDB answers "refresh window too small"
             self.assertTrue(rollups.refresh("apirequest_global_hourly", start, start + 2 * HOUR))
             self.assertEqual(len(calls), 1)
+
+    def test_waiting_for_policy_runs_takes_at_most_five_seconds_over_every_aggregate(self):
+        from django.db import OperationalError
+
+        class Locked(Exception):
+            pgcode = "55P03"
+
+        def locked(*args):
+            error = OperationalError("could not refresh continuous aggregate due to a concurrent refresh")
+            error.__cause__ = Locked()
+            raise error
+
+        clock = [1000.0]
+        patches = self.patched(locked)
+        with patches[0], patches[1], patches[2], patches[3], \
+                mock.patch.object(rollups.time, "monotonic", side_effect=lambda: clock[0]), \
+                mock.patch.object(rollups.time, "sleep", side_effect=lambda s: clock.__setitem__(0, clock[0] + s)), \
+                self.captureOnCommitCallbacks(execute=True):
+            rollups.refresh_after_write([datetime.now(UTC) - HOUR])
+        # Each aggregate alone would wait ~6.35 s (8 attempts); all of them together, 5 s.
+        self.assertLessEqual(clock[0] - 1000.0, rollups.REFRESH_WAIT_SECONDS)
+        self.assertGreater(clock[0] - 1000.0, 1.0)
