@@ -417,14 +417,9 @@ def _is_global(filters: dict, used_filters: set[str]) -> bool:
             and not any(filters.get(name) for name in ("service", "endpoint")))
 
 
-_STATS = {"n": Sum("n"), "errors": Sum("errors"), "latency_sum": Sum("latency_sum_ms"),
+# A whole-traffic tier's bins, under the names _raw_counts() gives raw events, so the two unite.
+_STATS = {"hits": Sum("n"), "errors": Sum("errors"), "latency_sum": Sum("latency_sum_ms"),
           "max_latency": Max("max_latency_ms")}
-
-
-def _raw_stats():
-    latency = rollups.capped_latency()
-    return {"n": Count("id"), "errors": Count("id", filter=Q(status_code__gte=500)),
-            "latency_sum": Sum(latency), "max_latency": Max(latency)}
 
 
 def _global_bins(filters: dict, pieces, edges) -> tuple[dict, dict]:
@@ -433,15 +428,13 @@ def _global_bins(filters: dict, pieces, edges) -> tuple[dict, dict]:
     parts = [_rollup_part(filters, *piece).order_by().values("bin").annotate(**_STATS) for piece in pieces]
     if edges:
         parts.append(_raw_edges(filters, edges).order_by().annotate(bin=rollups.bin_expression())
-                     .values("bin").annotate(**_raw_stats()))
+                     .values("bin").annotate(**_raw_counts()))
     rows = parts[0].union(*parts[1:], all=True) if len(parts) > 1 else parts[0]
+    rows = list(rows)
     bins: dict[int, int] = {}
-    counts = []
     for row in rows:
-        bins[row["bin"]] = bins.get(row["bin"], 0) + row["n"]
-        counts.append({"hits": row["n"], "errors": row["errors"], "latency_sum": row["latency_sum"],
-                       "max_latency": row["max_latency"]})
-    return _combine(counts), bins
+        bins[row["bin"]] = bins.get(row["bin"], 0) + row["hits"]
+    return _combine(rows), bins
 
 
 def kpis(*, queryset: QuerySet, filters: dict, used_filters: set[str], with_p95: bool = True,

@@ -297,6 +297,14 @@ def apply_policies(connection=default_connection) -> list[str]:
     return lines
 
 
+def schedule_refresh_policies(scheduled: bool, connection=default_connection) -> None:
+    """Pause (False) or resume every continuous aggregate's refresh policy: for benchmarks and
+    tests that set watermarks themselves (a policy run would move them on)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT alter_job(job_id, scheduled => %s) FROM timescaledb_information.jobs"
+                       " WHERE proc_name = 'policy_refresh_continuous_aggregate'", [scheduled])
+
+
 def _run_job(job: int, connection, attempts: int = 4) -> None:
     """CALL run_job, retried while TimescaleDB's scheduler runs the same job: both would work
     on the same chunks, and the one that loses fails ("Failed to convert N chunks")."""

@@ -66,12 +66,6 @@ def worst_mark(rollup, now: datetime) -> datetime:
     return rollups.floor(now - worst_lag(rollup), rollup.width)
 
 
-def set_jobs(cursor, scheduled: bool) -> None:
-    """Pause (or resume) every refresh policy, so that only this script moves the watermarks."""
-    cursor.execute("SELECT alter_job(job_id, scheduled => %s) FROM timescaledb_information.jobs"
-                   " WHERE proc_name = 'policy_refresh_continuous_aggregate'", [scheduled])
-
-
 def refresh_to(marks: dict) -> None:
     from observability import rollups
 
@@ -159,8 +153,9 @@ def child(args) -> int:
     raw = psycopg2.connect(url)
     raw.autocommit = True
     headers = {"Accept": "application/json", **api_key_headers("read")}
-    with raw.cursor() as cursor:
-        set_jobs(cursor, False)
+    from observability import retention
+
+    retention.schedule_refresh_policies(False)
     with Gunicorn({"DJANGO_DEBUG": "0", "GUNICORN_KEEPALIVE": "3600"}, workers=2) as server:
         http = server.connection()
 

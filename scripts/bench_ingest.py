@@ -264,9 +264,9 @@ def main() -> int:
         # every 30 s), and every later batch would then pay a refresh after its write: this
         # measures ingest of fresh events, with the aggregates' invalidation tracking; the
         # refresh policies' own cost is `make bench-fresh`'s.
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT alter_job(job_id, scheduled => false) FROM timescaledb_information.jobs"
-                           " WHERE proc_name = 'policy_refresh_continuous_aggregate'")
+        from observability import retention
+
+        retention.schedule_refresh_policies(False)
     with Gunicorn({"DJANGO_DEBUG": "0"}, workers=args.workers, settings="benchmarks.settings") as server:
         port = server.port
         # Warm up: imports, connections, first COPY.

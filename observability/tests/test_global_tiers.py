@@ -9,7 +9,7 @@ from unittest import mock
 
 from django.core.management import call_command
 
-from observability import rollups
+from observability import retention, rollups
 from observability.models import ApiRequest, GlobalLatencyHourly, GlobalLatencyMinute
 from observability.tests.test_percentiles import BOUND, reference, rows_for, store
 from observability.tests.utils import (
@@ -100,15 +100,8 @@ class FreshTailTests(TimescaleTestCase):
         super().setUp()
         # The tests set each watermark themselves; a policy run (every 30 s to 5 min) would
         # move them on while a test runs.
-        self.schedule_policies(False)
-        self.addCleanup(self.schedule_policies, True)
-
-    def schedule_policies(self, scheduled: bool):
-        from django.db import connection
-
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT alter_job(job_id, scheduled => %s) FROM timescaledb_information.jobs"
-                           " WHERE proc_name = 'policy_refresh_continuous_aggregate'", [scheduled])
+        retention.schedule_refresh_policies(False)
+        self.addCleanup(retention.schedule_refresh_policies, True)
 
     def test_fresh_events_are_read_from_the_minute_tier_and_answer_as_the_raw_events(self):
         rng = random.Random(9)
