@@ -16,6 +16,7 @@ every tier follows the raw retention, enforced by `prune_requests` (batched DELE
 from __future__ import annotations
 
 import json
+import math
 import time as _time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -284,17 +285,29 @@ def apply_policies(connection=default_connection) -> list[str]:
         days = retention_days(agg.tier)
         parts = [f"tier {agg.tier}", _refresh_policy(agg, _refresh_days(agg, raw_days), connection),
                  _retention(agg.view, days, connection)]
-        # A compressed bucket can't be rematerialized cheaply, and TimescaleDB only accepts a
-        # compression policy on an aggregate whose refresh window has a start: so only when
-        # raw retention bounds the refresh, and only past that bound.
+        # A late event in a compressed bucket costs its refresh a rewrite of the chunk's
+        # batches: so only when raw retention bounds the refresh, and only past that bound.
         agg_compress = raw_days + max(1, compress_days) if (compress_days and raw_days) else 0
-        if agg_compress and not agg.compression_enabled:
+        built_in = _built_in_columnstore_days(agg.view)
+        if built_in:
+            # Its migration made it columnar for the read path's sake (see rollups.CATALOGUE):
+            # the settings don't turn that off.
+            agg_compress = built_in
+        elif agg_compress and not agg.compression_enabled:
             with connection.cursor() as cursor:
                 cursor.execute(f"ALTER MATERIALIZED VIEW {connection.ops.quote_name(agg.view)}"
                                " SET (timescaledb.compress = true)")
         parts.append(_columnstore(agg.view, agg_compress, connection))
         lines.append(f"{agg.view}: " + ", ".join(parts))
     return lines
+
+
+def _built_in_columnstore_days(view: str) -> int:
+    from observability import rollups  # here: rollups imports this module
+
+    rollup = rollups.BY_RELATION.get(view)
+    after = rollup and rollup.columnstore_after
+    return math.ceil(after / DAY) if after else 0
 
 
 def schedule_refresh_policies(scheduled: bool, connection=default_connection) -> None:

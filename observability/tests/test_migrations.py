@@ -103,3 +103,67 @@ class CatalogueTests(TransactionTestCase):
                             rollups.CATALOGUE.index(rollup))
             if db.rollups_are_continuous():
                 self.assertTrue(db.is_continuous_aggregate(rollup.relation), rollup.relation)
+
+    def test_the_catalogue_states_the_policies_and_columnstore_the_migrations_set(self):
+        if not db.rollups_are_continuous():
+            self.skipTest(f"policies exist on TimescaleDB only ({db.describe()})")
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT hypertable_name, proc_name, config->>'end_offset', schedule_interval,"
+                           " config->>'compress_after' FROM timescaledb_information.jobs"
+                           " WHERE proc_name IN ('policy_refresh_continuous_aggregate', 'policy_compression')")
+            jobs = {(view, proc): (end, schedule, after) for view, proc, end, schedule, after in cursor.fetchall()}
+            for rollup in rollups.aggregates():
+                end, schedule, _ = jobs[(rollup.relation, "policy_refresh_continuous_aggregate")]
+                cursor.execute("SELECT %s::interval, %s::interval", [end, schedule])
+                self.assertEqual((rollup.refresh.end_offset, rollup.refresh.schedule), cursor.fetchone(),
+                                 rollup.relation)
+                columnar = jobs.get((rollup.relation, "policy_compression"))
+                if rollup.columnstore_after is None:
+                    self.assertIsNone(columnar, rollup.relation)
+                else:
+                    cursor.execute("SELECT %s::interval", [columnar[2]])
+                    self.assertEqual(cursor.fetchone()[0], rollup.columnstore_after)
+
+
+class ColumnarHistogramMigrationTests(ApiTransactionTestCase):
+    """0007: the per-series daily histograms become columnar, text-keyed and materialized-only,
+    and the reverse brings back 0005's real-time row-store aggregate; answers are the same."""
+
+    def tearDown(self):
+        ApiRequest.objects.all().delete()
+        rollups.refresh_all(None, None)
+
+    def shape(self):
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT c.materialized_only, c.compression_enabled, a.atttypid::regtype::text"
+                           " FROM timescaledb_information.continuous_aggregates c"
+                           " JOIN pg_attribute a ON a.attrelid = 'apirequest_latency_daily'::regclass"
+                           "  AND a.attname = 'endpoint' WHERE c.view_name = 'apirequest_latency_daily'")
+            return cursor.fetchone()
+
+    def test_migrating_0007_back_and_forth_keeps_the_approx_answers(self):
+        if not db.rollups_are_continuous():
+            self.skipTest(f"the histograms exist on TimescaleDB only ({db.describe()})")
+        from datetime import UTC, datetime, timedelta
+
+        day = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=20)
+        post_ingest(self.client, make_events(300, start=day, span=timedelta(days=5), seed=70))
+        rollups.refresh_all(None, None)
+        query = {"precision": "approx", "sort": "p95_latency_ms", "limit": 100,
+                 "start": day.isoformat().replace("+00:00", "Z"),
+                 "end": (day + timedelta(days=6)).isoformat().replace("+00:00", "Z")}
+        top = self.client.get("/api/requests/top-endpoints/", query).json()
+        self.assertEqual(top["precision"], "approx")
+        self.assertEqual(self.shape(), (True, True, "text"))
+        call_command("migrate", "observability", "0006", verbosity=0)
+        self.assertEqual(self.shape(), (False, False, "character varying"))
+        self.assertEqual(self.client.get("/api/requests/top-endpoints/", query).json(), top)
+        call_command("migrate", "observability", verbosity=0)
+        self.assertEqual(self.shape(), (True, True, "text"))
+        with connection.cursor() as cursor:  # the 20-day-old chunk was converted at once
+            cursor.execute("SELECT count(*) FROM timescaledb_information.chunks c"
+                           " JOIN timescaledb_information.continuous_aggregates a"
+                           "  ON a.materialization_hypertable_name = c.hypertable_name"
+                           " WHERE a.view_name = 'apirequest_latency_daily' AND c.is_compressed")
+            self.assertGreater(cursor.fetchone()[0], 0)
+        self.assertEqual(self.client.get("/api/requests/top-endpoints/", query).json(), top)

@@ -177,7 +177,8 @@ class TimescaleRetentionTests(ApiTransactionTestCase):
             cursor.execute(f"TRUNCATE {retention.RAW}")
             cursor.execute(f"ALTER TABLE {retention.RAW} SET (timescaledb.compress = false)")
             for agg in retention.continuous_aggregates():
-                cursor.execute(f"ALTER MATERIALIZED VIEW {agg.view} SET (timescaledb.compress = false)")
+                if not rollups.BY_RELATION[agg.view].columnstore_after:  # columnar by its migration
+                    cursor.execute(f"ALTER MATERIALIZED VIEW {agg.view} SET (timescaledb.compress = false)")
         for agg in retention.continuous_aggregates():
             rollups.refresh(agg.view, None, None)
 
@@ -258,6 +259,14 @@ class TimescaleRetentionTests(ApiTransactionTestCase):
                 cursor.execute("SELECT array_agg(job_id ORDER BY job_id) FROM timescaledb_information.jobs")
                 self.assertEqual(cursor.fetchone()[0], jobs)
 
+    def test_the_columnar_histograms_keep_their_columnstore_whatever_the_settings(self):
+        with override_settings(APM_RETENTION_RAW_DAYS=0, APM_COMPRESS_AFTER_DAYS=0):
+            lines = retention.apply_policies()
+        self.assertIn("apirequest_latency_daily: tier daily, refresh all history, kept forever,"
+                      " columnstore after 1 d", lines)
+        self.assertIn("apirequest_service_latency_daily: tier daily, refresh all history, kept forever,"
+                      " no columnstore", lines)
+
     def test_settings_that_would_make_a_rollup_lose_history_are_refused_with_a_reason(self):
         with override_settings(APM_RETENTION_RAW_DAYS=30, APM_RETENTION_HOURLY_DAYS=10):
             with self.assertRaisesMessage(CommandError, "APM_RETENTION_HOURLY_DAYS=10 is shorter than"):
@@ -270,8 +279,10 @@ class TimescaleRetentionTests(ApiTransactionTestCase):
                 call_command("apply_policies", stdout=io.StringIO())
         with connection.cursor() as cursor:  # nothing was changed on the way
             # (The minute tier's refresh starts two days back from its migration on.)
-            cursor.execute("SELECT count(*) FROM timescaledb_information.jobs WHERE proc_name IN"
+            # (apirequest_latency_daily is columnar from its migration 0007 on.)
+            cursor.execute("SELECT count(*) FROM timescaledb_information.jobs WHERE (proc_name IN"
                            " ('policy_retention', 'policy_compression')"
+                           "     AND hypertable_name <> 'apirequest_latency_daily')"
                            " OR (config->>'start_offset' IS NOT NULL"
                            "     AND hypertable_name <> 'apirequest_global_minute')")
             self.assertEqual(cursor.fetchone()[0], 0)
