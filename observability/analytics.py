@@ -278,6 +278,12 @@ def _exact(values: list[float] | None) -> dict:
     return dict(zip(PERCENTILE_KEYS, values, strict=True))
 
 
+def _bin_count():
+    # float8, not sum()'s numeric: exact below 2^53 events and several times cheaper to add up
+    # (and to rank, see percentiles_from_bins) over millions of histogram rows.
+    return Sum(Cast("n", FloatField()))
+
+
 def percentiles_from_bins(parts: list[QuerySet], group: tuple[str, ...], *, with_counts: bool = False
                           ) -> dict[tuple, dict]:
     """percentile_cont's interpolation over the events histograms hold, each at its bin's value.
@@ -301,23 +307,30 @@ def percentiles_from_bins(parts: list[QuerySet], group: tuple[str, ...], *, with
         sqls.append(f"SELECT {columns} FROM ({sql}) AS part_{i}")
         params.extend(part_params)
     partition = f"PARTITION BY {keys}" if group else ""
-    ranks = []
-    for fraction in FRACTIONS:
+    prefix = keys + ", " if group else ""
+    ranks, positions = [], []
+    for i, fraction in enumerate(FRACTIONS):
         # float8 arithmetic, as percentile_cont computes its position.
-        below = f"floor({fraction!r}::float8 * (total - 1)::float8)"
-        ranks += [f"min(bin) FILTER (WHERE upto > {below})",
-                  f"min(bin) FILTER (WHERE upto > least({below} + 1, total - 1))"]
+        positions.append(f"floor({fraction!r}::float8 * (total - 1)) AS r{i}")
+        ranks += [f"min(bin) FILTER (WHERE upto > r{i})",
+                  f"min(bin) FILTER (WHERE upto > least(r{i} + 1, total - 1))"]
     sums = (", sum(errors) AS errors, sum(latency_sum) AS latency_sum, max(max_latency) AS max_latency"
             if with_counts else "")
     totals = ", sum(errors), sum(latency_sum), max(max_latency)" if with_counts else ""
+    # Counts as float8 from here on (exact below 2^53 events): sum() of a bigint is numeric,
+    # and numeric running sums and comparisons over ~240,000 (series, bin) rows took most of a
+    # ranking of 1,000 series over a month (2.3 s against 1.1 s).
+    if len(parts) == 1 and not with_counts:
+        bins = f"SELECT {prefix}bin, count::float8 AS n FROM parts"  # the one part is grouped already
+    else:
+        bins = f"SELECT {prefix}bin, sum(count)::float8 AS n{sums} FROM parts GROUP BY {prefix}bin"
     query = (
-        f"WITH parts AS ({' UNION ALL '.join(sqls)}),"
-        f" bins AS (SELECT {keys + ', ' if group else ''}bin, sum(count) AS n{sums} FROM parts"
-        f" GROUP BY {keys + ', ' if group else ''}bin),"
+        f"WITH parts AS ({' UNION ALL '.join(sqls)}), bins AS ({bins}),"
         f" running AS (SELECT *, sum(n) OVER ({partition} ORDER BY bin) AS upto,"
-        f" sum(n) OVER ({partition}) AS total FROM bins)"
-        f" SELECT {keys + ', ' if group else ''}total{totals}, {', '.join(ranks)} FROM running"
-        f" GROUP BY {keys + ', ' if group else ''}total"
+        f" sum(n) OVER ({partition}) AS total FROM bins),"
+        f" ranked AS (SELECT *, {', '.join(positions)} FROM running)"
+        f" SELECT {prefix}max(total){totals}, {', '.join(ranks)} FROM ranked"
+        f"{' GROUP BY ' + keys if group else ' HAVING count(*) > 0'}"
     )
     result = {}
     width = len(group) + 1 + len(extra)
@@ -385,7 +398,7 @@ def _histogram(filters: dict, used_filters: set[str], group: tuple[str, ...] = (
     """
     family = _histogram_family(filters) if not group else rollups.LATENCY
     pieces, edges = _plan(filters, used_filters, family)
-    parts = [_rollup_part(filters, *piece).values(*group, "bin").annotate(count=Sum("n")) for piece in pieces]
+    parts = [_rollup_part(filters, *piece).values(*group, "bin").annotate(count=_bin_count()) for piece in pieces]
     if edges:
         parts.append(_raw_edges(filters, edges).annotate(bin=rollups.bin_expression())
                      .values(*group, "bin").annotate(count=Count("id")))
@@ -651,7 +664,7 @@ def timeseries(*, interval: str, start: datetime | None = None, end: datetime | 
             for model, lo, hi, regroup in rollups.bucket_plan(width, start, end, _histogram_family(filters)):
                 qs = _rollup_part(filters, model, lo, hi)
                 qs = qs.annotate(b=Trunc("bucket", interval, tzinfo=UTC)) if regroup else qs.annotate(b=F("bucket"))
-                parts.append(qs.values("b", "bin").annotate(count=Sum("n")))
+                parts.append(qs.values("b", "bin").annotate(count=_bin_count()))
             # Raw rows: a day regrouped from hours comes back as a naive (UTC) timestamp.
             percentiles = {_utc(key[0]): value for key, value in percentiles_from_bins(parts, ("b",)).items()}
         else:
