@@ -27,15 +27,22 @@ hourly histograms as before):
 TimescaleDB only; elsewhere there is no histogram to rebuild. Reversible: the reverse rebuilds
 the 0005 aggregate exactly. Re-runnable after a failure: a relation already in the new shape
 (materialized only) is kept.
+
+Nothing is lost where the hourly histograms' retention (APM_RETENTION_HOURLY_DAYS) has dropped
+hours the daily ones still hold: a rebuild can only recompute days from hours that exist, so
+the days before the oldest hour are set aside in a table first and written back into the
+rebuilt aggregate (both ways). Refreshes never reach back there (their windows start at the
+raw horizon, and dropping chunks invalidates nothing), so those days stay as they were.
 """
 
 import importlib
 
-from django.db import migrations
+from django.db import migrations, transaction
 
 from observability.migrations import _frozen_0002_0003 as before
 
 RELATION = "apirequest_latency_daily"
+KEPT = "apirequest_latency_daily_kept"  # days set aside across the rebuild
 SOURCE = "apirequest_latency_hourly"
 SELECT = ("SELECT time_bucket(INTERVAL '1 day', bucket) AS bucket, service::text AS service,"
           " endpoint::text AS endpoint, bin, sum(n)::bigint AS n"
@@ -48,6 +55,30 @@ def _materialized_only(cursor) -> bool | None:
                    " WHERE view_name = %s AND view_schema = current_schema()", [RELATION])
     row = cursor.fetchone()
     return row[0] if row else None
+
+
+def _set_aside(cursor) -> None:
+    # The days before the hourly histograms' first one: all of them when those are empty.
+    cursor.execute(
+        f"CREATE TABLE IF NOT EXISTS {KEPT} AS SELECT bucket, service::text AS service,"
+        f" endpoint::text AS endpoint, bin, n FROM {RELATION} WHERE bucket <"
+        f" (SELECT coalesce(time_bucket(INTERVAL '1 day', min(bucket)), 'infinity') FROM {SOURCE})"
+    )
+
+
+def _write_back(connection, cursor) -> None:
+    """Put the days set aside into the rebuilt aggregate's storage, once (one transaction)."""
+    cursor.execute("SELECT to_regclass(%s) IS NOT NULL", [KEPT])
+    if not cursor.fetchone()[0]:
+        return
+    cursor.execute("SELECT format('%%I.%%I', materialization_hypertable_schema, materialization_hypertable_name)"
+                   " FROM timescaledb_information.continuous_aggregates"
+                   " WHERE view_name = %s AND view_schema = current_schema()", [RELATION])
+    (storage,) = cursor.fetchone()
+    with transaction.atomic(using=connection.alias):
+        cursor.execute(f"INSERT INTO {storage} (bucket, service, endpoint, bin, n)"
+                       f" SELECT bucket, service, endpoint, bin, n FROM {KEPT}")
+        cursor.execute(f"DROP TABLE {KEPT}")
 
 
 def _drop(cursor) -> None:
@@ -63,6 +94,7 @@ def columnar(apps, schema_editor):
     with connection.cursor() as cursor:
         state = _materialized_only(cursor)
         if state is False:
+            _set_aside(cursor)
             _drop(cursor)  # the 0005 shape
         if state is not True:
             cursor.execute(
@@ -76,6 +108,7 @@ def columnar(apps, schema_editor):
             [RELATION, END_OFFSET, SCHEDULE],
         )
         cursor.execute("CALL refresh_continuous_aggregate(%s, NULL, now() - %s::interval)", [RELATION, END_OFFSET])
+        _write_back(connection, cursor)
         # After the backfill: the row-store chunks (the newest) keep a series index for the
         # top-N reads; converted chunks find a series by their segment index.
         cursor.execute(f"CREATE INDEX IF NOT EXISTS {RELATION}_0 ON {RELATION} (service, endpoint, bucket)")
@@ -101,7 +134,9 @@ def row_store(apps, schema_editor):
         return
     with connection.cursor() as cursor:
         if _materialized_only(cursor) is False:
-            return  # already the 0005 shape
+            _write_back(connection, cursor)  # already the 0005 shape
+            return
+        _set_aside(cursor)
         _drop(cursor)
         old = importlib.import_module("observability.migrations.0005_latency_histograms")
         relation, source, width, series, (end_offset, schedule) = next(
@@ -109,6 +144,7 @@ def row_store(apps, schema_editor):
         select = (f"SELECT time_bucket(INTERVAL '{width}', bucket) AS bucket, {series}, bin,"
                   f" sum(n)::bigint AS n FROM {source} GROUP BY 1, {series}, bin")
         old._create_cagg(cursor, relation, select, end_offset, schedule, indexes=(f"{series}, bucket", "bucket"))
+        _write_back(connection, cursor)
 
 
 class Migration(migrations.Migration):

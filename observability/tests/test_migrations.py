@@ -9,6 +9,11 @@ from observability.models import ApiRequest
 from observability.tests.utils import ApiTransactionTestCase, make_events, post_ingest
 
 
+def relations() -> set[str]:
+    with connection.cursor() as cursor:
+        return {info.name for info in connection.introspection.get_table_list(cursor)}
+
+
 class MigrationTests(ApiTransactionTestCase):
     def tearDown(self):
         # Migrating forward materializes history into the continuous aggregates, which the
@@ -17,9 +22,7 @@ class MigrationTests(ApiTransactionTestCase):
         rollups.refresh_all(None, None)
 
     def rollup_relations(self):
-        with connection.cursor() as cursor:
-            names = {info.name for info in connection.introspection.get_table_list(cursor)}
-        return {"apirequest_hourly", "apirequest_daily"} & names
+        return {"apirequest_hourly", "apirequest_daily"} & relations()
 
     def test_models_and_migrations_do_not_drift(self):
         call_command("makemigrations", "observability", "--check", "--dry-run", stdout=StringIO())
@@ -46,18 +49,14 @@ class MigrationTests(ApiTransactionTestCase):
         histograms = {r.relation for r in rollups.aggregates() if r.kind == "histogram"}
         post_ingest(self.client, make_events(120))
         call_command("migrate", "observability", "0003", verbosity=0)
-        self.assertEqual(self.relations() & histograms, set())
+        self.assertEqual(relations() & histograms, set())
         self.assertEqual(self.rollup_relations(), {"apirequest_hourly", "apirequest_daily"})
         self.assertEqual(sum(r["hits"] for r in self.client.get("/api/requests/daily/").json()["results"]), 120)
         call_command("migrate", "observability", verbosity=0)
-        self.assertEqual(self.relations() & histograms, histograms if db.rollups_are_continuous() else set())
+        self.assertEqual(relations() & histograms, histograms if db.rollups_are_continuous() else set())
         body = self.client.get("/api/requests/kpis/", {"precision": "approx"}).json()
         self.assertEqual((body["hits"], body["precision"]),
                          (120, "approx" if db.rollups_are_continuous() else "exact"))
-
-    def relations(self):
-        with connection.cursor() as cursor:
-            return {info.name for info in connection.introspection.get_table_list(cursor)}
 
 
 class SqliteSchemaTests(ApiTransactionTestCase):
@@ -129,6 +128,10 @@ class ColumnarHistogramMigrationTests(ApiTransactionTestCase):
     """0007: the per-series daily histograms become columnar, text-keyed and materialized-only,
     and the reverse brings back 0005's real-time row-store aggregate; answers are the same."""
 
+    def setUp(self):
+        # A failure between the two migrate calls must not leave later tests at 0006.
+        self.addCleanup(call_command, "migrate", "observability", verbosity=0)
+
     def tearDown(self):
         ApiRequest.objects.all().delete()
         rollups.refresh_all(None, None)
@@ -167,3 +170,30 @@ class ColumnarHistogramMigrationTests(ApiTransactionTestCase):
                            " WHERE a.view_name = 'apirequest_latency_daily' AND c.is_compressed")
             self.assertGreater(cursor.fetchone()[0], 0)
         self.assertEqual(self.client.get("/api/requests/top-endpoints/", query).json(), top)
+
+    def test_days_the_hourly_histograms_no_longer_hold_survive_the_rebuild_both_ways(self):
+        if not db.rollups_are_continuous():
+            self.skipTest(f"the histograms exist on TimescaleDB only ({db.describe()})")
+        from datetime import UTC, datetime, timedelta
+
+        today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        old, recent = today - timedelta(days=60), today - timedelta(days=5)
+        post_ingest(self.client, make_events(200, start=old, span=timedelta(days=2), seed=71)
+                    + make_events(100, start=recent, span=timedelta(days=2), seed=72))
+        rollups.refresh_all(None, None)
+        # The hourly histograms' retention drops the old hours (as APM_RETENTION_HOURLY_DAYS would).
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM drop_chunks('apirequest_latency_hourly', older_than => %s)",
+                           [today - timedelta(days=30)])
+            self.assertGreater(cursor.fetchone()[0], 0)
+        query = {"precision": "approx", "sort": "p50_latency_ms", "limit": 100,
+                 "start": old.isoformat().replace("+00:00", "Z"),
+                 "end": (old + timedelta(days=3)).isoformat().replace("+00:00", "Z")}
+        top = self.client.get("/api/requests/top-endpoints/", query).json()
+        self.assertEqual(sum(row["hits"] for row in top["results"]), 200)
+        self.assertIsNotNone(top["results"][0]["p50_latency_ms"])
+        call_command("migrate", "observability", "0006", verbosity=0)
+        self.assertEqual(self.client.get("/api/requests/top-endpoints/", query).json(), top)
+        call_command("migrate", "observability", verbosity=0)
+        self.assertEqual(self.client.get("/api/requests/top-endpoints/", query).json(), top)
+        self.assertEqual(relations() & {"apirequest_latency_daily_kept"}, set())
