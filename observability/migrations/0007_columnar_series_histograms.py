@@ -24,6 +24,9 @@ hourly histograms as before):
   still reaches it: the refresh rewrites the chunk's batches (about 1–2 s for one day of a
   10-day chunk here, against 0.1 s in row store).
 
+On the 10M-event benchmark database (30 days, 1,000 series) it took 2 min 17 s, most of it
+the backfill from the hourly histograms.
+
 TimescaleDB only; elsewhere there is no histogram to rebuild. Reversible: the reverse rebuilds
 the 0005 aggregate exactly. Re-runnable after a failure: a relation already in the new shape
 (materialized only) is kept.
