@@ -341,12 +341,14 @@ def _run_job(job: int, connection, attempts: int = 4) -> None:
             _time.sleep(0.5 * (attempt + 1))
 
 
-def run_policies_now(connection=default_connection) -> list[str]:
-    """Run the retention and compression jobs of our relations now (TimescaleDB)."""
-    names = [RAW, *(agg.view for agg in continuous_aggregates(connection))]
+def run_policies_now(connection=default_connection, *, relations: list[str] | None = None,
+                     procs: tuple[str, ...] = ("policy_retention", "policy_compression")) -> list[str]:
+    """Run the retention and compression jobs (`procs`) of our relations (or of `relations`)
+    now (TimescaleDB)."""
+    names = relations if relations is not None else [RAW, *(agg.view for agg in continuous_aggregates(connection))]
     done = []
     for relation in names:
-        for proc in ("policy_retention", "policy_compression"):
+        for proc in procs:
             for job, _ in _jobs(relation, proc, connection):
                 began = _time.monotonic()
                 _run_job(job, connection)
