@@ -173,13 +173,16 @@ def _retention(relation: str, days: int, connection) -> str:
     return f"retention {days} d" if days else "kept forever"
 
 
-def _columnstore(relation: str, days: int, connection) -> str:
+def _columnstore(relation: str, days: int, connection, schedule: timedelta | None = None) -> str:
     jobs = _jobs(relation, "policy_compression", connection)
     if jobs and days and _same_interval(jobs[0][1].get("compress_after"), days, connection):
         return f"columnstore after {days} d"
     with connection.cursor() as cursor:
         cursor.execute("SELECT remove_compression_policy(%s, if_exists => true)", [relation])
-        if days:
+        if days and schedule:
+            cursor.execute("SELECT add_compression_policy(%s, compress_after => make_interval(days => %s),"
+                           " schedule_interval => %s)", [relation, days, schedule])
+        elif days:  # TimescaleDB's default schedule (12 h for day-sized chunks)
             cursor.execute("SELECT add_compression_policy(%s, compress_after => make_interval(days => %s))",
                            [relation, days])
     return f"columnstore after {days} d" if days else "no columnstore"
@@ -289,15 +292,17 @@ def apply_policies(connection=default_connection) -> list[str]:
         # batches: so only when raw retention bounds the refresh, and only past that bound.
         agg_compress = raw_days + max(1, compress_days) if (compress_days and raw_days) else 0
         built_in = _built_in_columnstore_days(agg.view)
+        schedule = None
         if built_in:
             # Its migration made it columnar for the read path's sake (see rollups.CATALOGUE):
-            # the settings don't turn that off.
-            agg_compress = built_in
+            # the settings don't turn that off, and late events that decompress a chunk have it
+            # converted again within the hour.
+            agg_compress, schedule = built_in, HOUR
         elif agg_compress and not agg.compression_enabled:
             with connection.cursor() as cursor:
                 cursor.execute(f"ALTER MATERIALIZED VIEW {connection.ops.quote_name(agg.view)}"
                                " SET (timescaledb.compress = true)")
-        parts.append(_columnstore(agg.view, agg_compress, connection))
+        parts.append(_columnstore(agg.view, agg_compress, connection, schedule))
         lines.append(f"{agg.view}: " + ", ".join(parts))
     return lines
 
@@ -354,6 +359,26 @@ def run_policies_now(connection=default_connection, *, relations: list[str] | No
                 _run_job(job, connection)
                 done.append(f"{relation}: {proc} (job {job}) in {_time.monotonic() - began:.2f}s")
     return done
+
+
+def convert_columnar_now(connection=default_connection) -> list[str]:
+    """What the columnstore policies of the aggregates the read path wants columnar
+    (`rollups.Rollup.columnstore_after`) would do on their next run, now, and fresh planner
+    statistics for them (without, PostgreSQL may pick a plan twice as slow over the new
+    batches). The relations done; nothing without TimescaleDB."""
+    from observability import rollups  # here: rollups imports this module
+
+    columnar = [r.relation for r in rollups.aggregates() if r.columnstore_after]
+    if not db.rollups_are_continuous(connection):
+        return []
+    run_policies_now(connection, relations=columnar, procs=("policy_compression",))
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT format('%%I.%%I', materialization_hypertable_schema, materialization_hypertable_name)"
+                       " FROM timescaledb_information.continuous_aggregates"
+                       " WHERE view_schema = current_schema() AND view_name = ANY(%s)", [columnar])
+        for (storage,) in cursor.fetchall():
+            cursor.execute(f"ANALYZE {storage}")
+    return columnar
 
 
 # --- Pruning without TimescaleDB ---------------------------------------------------------------

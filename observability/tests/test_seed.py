@@ -1,11 +1,11 @@
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from io import StringIO
 
 from django.core.management import CommandError, call_command
 from django.db import connection
 from django.test import TestCase, TransactionTestCase
 
-from observability import rollups
+from observability import retention, rollups
 from observability.models import ApiRequest
 from observability.tests.utils import api_key_headers, skip_unless_timescale
 
@@ -98,3 +98,37 @@ class SeedOnTimescaleTests(TransactionTestCase):
             "limit": 1000}, headers=api_key_headers("read")).json()
         self.assertEqual((sum(row["hits"] for row in top["results"]), top["precision"]), (2000, "approx"))
         self.assertTrue(all(row["p95_latency_ms"] for row in top["results"]))
+
+    def test_a_late_event_in_a_converted_chunk_is_converted_again_by_the_hourly_policy(self):
+        skip_unless_timescale(self, "continuous aggregates and their columnstore policies")
+        call_command("seed_requests", "--events", "2000", "--days", "3", "--end", END, stdout=StringIO())
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT c FROM show_chunks('apirequest_latency_daily') AS c")
+            chunks = [chunk for (chunk,) in cursor.fetchall()]
+
+            def row_store():  # rows outside the columnstore, in the chunks' own heaps
+                return sum(self._count(cursor, f"SELECT count(*) FROM ONLY {chunk}") for chunk in chunks)
+
+            self.assertEqual(row_store(), 0)
+            late = {"time": "2026-02-27T12:00:00Z", "service": "late", "endpoint": "/x", "method": "GET",
+                    "status_code": 200, "latency_ms": 12.5}
+            response = self.client.post("/api/requests/ingest/", [late], content_type="application/json",
+                                        headers=api_key_headers("ingest"))
+            self.assertEqual(response.json()["inserted"], 1)
+            self.assertGreater(row_store(), 0)  # the refresh decompressed batches
+            cursor.execute("SELECT schedule_interval FROM timescaledb_information.jobs"
+                           " WHERE proc_name = 'policy_compression' AND hypertable_name = 'apirequest_latency_daily'")
+            self.assertEqual(cursor.fetchone()[0], timedelta(hours=1))
+        retention.convert_columnar_now()  # the policy's next run
+        with connection.cursor() as cursor:
+            self.assertEqual(row_store(), 0)
+        top = self.client.get("/api/requests/top-endpoints/", {
+            "start": "2026-02-27T00:00:00Z", "end": "2026-02-28T00:00:00Z", "precision": "approx",
+            "service": "late", "with_p95": "true"}, headers=api_key_headers("read")).json()["results"]
+        self.assertEqual([r["hits"] for r in top], [1])
+        self.assertLessEqual(abs(top[0]["p50_latency_ms"] - 12.5), 12.5 * rollups.MAX_RELATIVE_ERROR)
+
+    @staticmethod
+    def _count(cursor, sql):
+        cursor.execute(sql)
+        return cursor.fetchone()[0]

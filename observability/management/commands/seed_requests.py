@@ -133,11 +133,9 @@ class Command(BaseCommand):
                 rollups.refresh(rollup.relation, start - rollup.width, end)
             refreshed = " Rollups refreshed." if db.rollups_are_continuous() else ""
             # The aggregates the read path wants columnar (rollups.Rollup.columnstore_after):
-            # convert what their policy would on its next run (up to 12 h away), so the seeded
+            # convert what their policy would on its next run (up to an hour away), so the seeded
             # history answers at its usual speed at once (the benchmarks measure right after).
-            columnar = [r.relation for r in rollups.aggregates() if r.columnstore_after]
-            if db.rollups_are_continuous() and retention.run_policies_now(
-                    relations=columnar, procs=("policy_compression",)):
+            if columnar := retention.convert_columnar_now():
                 refreshed += f" Columnstore policies run ({', '.join(columnar)})."
         self.stdout.write(
             f"Seeded {events:,} events over {days:g} days ending {end.isoformat()} (seed {opts['seed']}) "
