@@ -85,11 +85,14 @@ class SeedOnTimescaleTests(TransactionTestCase):
         call_command("seed_requests", "--events", "2000", "--days", "3", "--end", END, stdout=out)
         self.assertIn("Rollups refreshed. Columnstore policies run (apirequest_latency_daily).", out.getvalue())
         with connection.cursor() as cursor:
+            # Every chunk the policy converts (ended over a day ago; an earlier test may have
+            # left a newer one).
             cursor.execute("SELECT count(*) FILTER (WHERE c.is_compressed), count(*)"
                            " FROM timescaledb_information.chunks c"
                            " JOIN timescaledb_information.continuous_aggregates a"
                            "  ON a.materialization_hypertable_name = c.hypertable_name"
-                           " WHERE a.view_name = 'apirequest_latency_daily'")
+                           " WHERE a.view_name = 'apirequest_latency_daily'"
+                           "  AND c.range_end < now() - interval '1 day'")
             compressed, chunks = cursor.fetchone()
         self.assertEqual((compressed, chunks > 0), (chunks, True))
         # Every seeded event, ranked from the converted daily histograms.
@@ -103,12 +106,15 @@ class SeedOnTimescaleTests(TransactionTestCase):
         skip_unless_timescale(self, "continuous aggregates and their columnstore policies")
         call_command("seed_requests", "--events", "2000", "--days", "3", "--end", END, stdout=StringIO())
         with connection.cursor() as cursor:
-            cursor.execute("SELECT c FROM show_chunks('apirequest_latency_daily') AS c")
+            # The chunks the policy converts (an earlier test may have left a newer one).
+            cursor.execute("SELECT c FROM show_chunks('apirequest_latency_daily',"
+                           " older_than => now() - interval '1 day') AS c")
             chunks = [chunk for (chunk,) in cursor.fetchall()]
 
             def row_store():  # rows outside the columnstore, in the chunks' own heaps
                 return sum(self._count(cursor, f"SELECT count(*) FROM ONLY {chunk}") for chunk in chunks)
 
+            self.assertTrue(chunks)
             self.assertEqual(row_store(), 0)
             late = {"time": "2026-02-27T12:00:00Z", "service": "late", "endpoint": "/x", "method": "GET",
                     "status_code": 200, "latency_ms": 12.5}
