@@ -363,9 +363,9 @@ def run_policies_now(connection=default_connection, *, relations: list[str] | No
 
 def convert_columnar_now(connection=default_connection) -> list[str]:
     """What the columnstore policies of the aggregates the read path wants columnar
-    (`rollups.Rollup.columnstore_after`) would do on their next run, now, and fresh planner
-    statistics for them (without, PostgreSQL may pick a plan twice as slow over the new
-    batches). The relations done; nothing without TimescaleDB."""
+    (`rollups.Rollup.columnstore_after`) would do on their next run, now, and planner
+    statistics over the new batches (which have none until autovacuum gets to them). The
+    relations done; nothing without TimescaleDB."""
     from observability import rollups  # here: rollups imports this module
 
     columnar = [r.relation for r in rollups.aggregates() if r.columnstore_after]
