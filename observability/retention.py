@@ -179,12 +179,11 @@ def _columnstore(relation: str, days: int, connection, schedule: timedelta | Non
         return f"columnstore after {days} d"
     with connection.cursor() as cursor:
         cursor.execute("SELECT remove_compression_policy(%s, if_exists => true)", [relation])
-        if days and schedule:
-            cursor.execute("SELECT add_compression_policy(%s, compress_after => make_interval(days => %s),"
-                           " schedule_interval => %s)", [relation, days, schedule])
-        elif days:  # TimescaleDB's default schedule (12 h for day-sized chunks)
-            cursor.execute("SELECT add_compression_policy(%s, compress_after => make_interval(days => %s))",
-                           [relation, days])
+        if days:
+            # Without a schedule, TimescaleDB's default (12 h for day-sized chunks).
+            scheduled = ", schedule_interval => %s" if schedule else ""
+            cursor.execute(f"SELECT add_compression_policy(%s, compress_after => make_interval(days => %s){scheduled})",
+                           [relation, days, *([schedule] if schedule else [])])
     return f"columnstore after {days} d" if days else "no columnstore"
 
 
@@ -372,12 +371,11 @@ def convert_columnar_now(connection=default_connection) -> list[str]:
     if not db.rollups_are_continuous(connection):
         return []
     run_policies_now(connection, relations=columnar, procs=("policy_compression",))
+    quote = connection.ops.quote_name
     with connection.cursor() as cursor:
-        cursor.execute("SELECT format('%%I.%%I', materialization_hypertable_schema, materialization_hypertable_name)"
-                       " FROM timescaledb_information.continuous_aggregates"
-                       " WHERE view_schema = current_schema() AND view_name = ANY(%s)", [columnar])
-        for (storage,) in cursor.fetchall():
-            cursor.execute(f"ANALYZE {storage}")
+        for agg in continuous_aggregates(connection):
+            if agg.view in columnar:
+                cursor.execute(f"ANALYZE {quote(agg.mat_schema)}.{quote(agg.mat_table)}")
     return columnar
 
 
