@@ -27,14 +27,14 @@ class StrictIngestTests(ApiTestCase):
     def test_a_database_error_mid_batch_stores_nothing(self):
         # Let one row past validation that the database refuses (its status CHECK), late in
         # the batch, so earlier rows were already sent when the error comes.
-        real = ingest.validate_event
+        real = ingest.store_rows
 
-        def sneak(event, **kwargs):
-            row = real(event, **kwargs)
-            return row[:4] + (999,) + row[5:] if event.get("trace_id") == "trace-00900" else row
+        def sneak(rows, **kwargs):
+            rows[900] = rows[900][:4] + (999,) + rows[900][5:]
+            return real(rows, **kwargs)
 
         self.client.raise_request_exception = False
-        with mock.patch.object(ingest, "validate_event", sneak), \
+        with mock.patch.object(ingest, "store_rows", sneak), \
                 mock.patch.object(ingest._CopySource, "CHUNK_ROWS", 100), \
                 self.assertLogs("django.request", "ERROR"):
             response = post_ingest(self.client, make_events(1000))
