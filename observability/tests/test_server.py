@@ -146,3 +146,72 @@ class RealServerTests(SimpleTestCase):
                 status, _, body = server.request("GET", f"/static/{path}")
                 self.assertEqual(status, 404, path)
                 self.assertNotIn(b"SECRET_KEY", body, path)
+
+
+def holder_pid(server: Gunicorn, sock: socket.socket) -> int | None:
+    """The gunicorn worker whose file table holds the server side of `sock` (None: none yet)."""
+    port = sock.getsockname()[1]
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            local, remote = fields[1].rsplit(":", 1)[1], fields[2].rsplit(":", 1)[1]
+            if int(local, 16) == server.port and int(remote, 16) == port:
+                inodes.add(f"socket:[{fields[9]}]")
+    workers = subprocess.run(["pgrep", "-P", str(server.pid)], capture_output=True, text=True).stdout.split()
+    for pid in workers:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}") in inodes:
+                    return int(pid)
+            except OSError:
+                continue  # closed meanwhile
+    return None
+
+
+def workers_serving(tmp: str, workers: int) -> Gunicorn:
+    """gunicorn with `workers` processes; /api/health/ is all these tests ask (no migration)."""
+    return Gunicorn({"DJANGO_DEBUG": "0", "DJANGO_SECRET_KEY": "server-test-" + "x" * 50,
+                     "DJANGO_ALLOWED_HOSTS": "127.0.0.1", "APM_TIMESCALE": "auto",
+                     "DATABASE_URL": f"sqlite:///{tmp}/server.sqlite3"}, workers=workers)
+
+
+class WorkerBalanceTests(SimpleTestCase):
+    def test_a_new_connection_goes_to_an_idle_worker_not_to_one_serving_a_request(self):
+        # Without the pause both workers race for it, and each wins about half of the time:
+        # six rounds in a row would all go right once in 64 runs.
+        with tempfile.TemporaryDirectory() as tmp, workers_serving(tmp, 2) as server:
+            for round_ in range(6):
+                busy = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+                # Headers that never end: a worker thread is now reading them, for up to 10 s.
+                busy.sendall(b"GET /api/health/ HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow:")
+                deadline = time.monotonic() + 5
+                while holder_pid(server, busy) is None and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                time.sleep(0.2)  # the request is in a thread, not waiting in the poller
+                other = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+                other.sendall(b"GET /api/health/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                self.assertIn(b" 200 ", other.recv(65536).split(b"\r\n")[0])
+                self.assertNotEqual(holder_pid(server, other), holder_pid(server, busy), f"round {round_}")
+                busy.sendall(b" 1\r\n\r\n")
+                self.assertIn(b" 200 ", busy.recv(65536).split(b"\r\n")[0])
+                busy.close()
+                other.close()
+
+    def test_when_every_worker_is_busy_new_connections_are_still_taken_at_once(self):
+        with tempfile.TemporaryDirectory() as tmp, workers_serving(tmp, 1) as server:
+            busy = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+            busy.sendall(b"GET /api/health/ HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow:")
+            time.sleep(0.3)
+            # Five at once, while the only worker serves a request: one pause, then all of them.
+            started = time.monotonic()
+            others = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(5)]
+            for sock in others:
+                sock.sendall(b"GET /api/health/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            for sock in others:
+                self.assertIn(b" 200 ", sock.recv(65536).split(b"\r\n")[0])
+                sock.close()
+            self.assertLess(time.monotonic() - started, 1.0)  # generous: the pause is 5 ms
+            busy.sendall(b" 1\r\n\r\n")
+            self.assertIn(b" 200 ", busy.recv(65536).split(b"\r\n")[0])
+            busy.close()
