@@ -11,7 +11,8 @@ throwaway cluster when none is given), then, each time into the same freshly tru
      with the attributes an instrumented service sends), with the same ingest key;
   5. a naive DRF ListSerializer + bulk_create endpoint: the baseline.
 
-Prints events/s for each, the endpoint's ratio to COPY and to the naive path, the cost of
+Prints events/s for each, the endpoint's ratio to COPY (the median of each round's paired
+ratio) and to the naive path, the cost of
 authentication, the OTLP receiver's ratio to the JSON endpoint, and the peak RSS of the gunicorn
 workers. Figures also go to reports/bench_ingest.json.
 """
@@ -216,9 +217,10 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=2, help="parallel clients (default 2)")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (default 2)")
     parser.add_argument("--naive-events", type=int, default=None,
-                        help="events for the naive path (default: same as --events)")
-    parser.add_argument("--repeat", type=int, default=3,
-                        help="rounds of the three paths, interleaved; the median is reported (default 3)")
+                        help="events for the naive path (default: --events, at most 50000: its rate is "
+                             "what counts, and 200,000 took 10-20 s a round)")
+    parser.add_argument("--repeat", type=int, default=5,
+                        help="rounds of the paths, interleaved; medians are reported (default 5)")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
 
@@ -243,7 +245,7 @@ def main() -> int:
     print(f"preparing {args.events} events ...", flush=True)
     events = make_events(args.events, args.seed)
     bodies = [json.dumps(chunk).encode() for chunk in batches(events, args.batch)]
-    naive_n = args.naive_events or args.events
+    naive_n = args.naive_events or min(args.events, 50_000)
     naive_bodies = [json.dumps(chunk).encode() for chunk in batches(events[:naive_n], args.batch)]
     otlp_bodies = [otlp_body(chunk) for chunk in batches(events, args.batch)]
     rows = [ingest.validate_event(e) for e in events]
@@ -336,7 +338,11 @@ def main() -> int:
     print(f"{'path':<30} {'events':>9} {'seconds':>8} {'events/s':>10} {'vs COPY':>8}")
     for name, (n, secs) in results.items():
         print(f"{name:<30} {n:>9} {secs:>8.2f} {n / secs:>10.0f} {n / secs / limit:>8.0%}")
-    print(f"endpoint / raw COPY: {endpoint / limit:.0%} (target >= 65%)")
+    # Paired per round, then the median: raw COPY alone varied by up to 1.5x between the rounds
+    # of one run on the 2-core machine, and a ratio of medians mixes rounds.
+    vs_copy = statistics.median(c / e for c, e in zip(timings[COPY], timings[ENDPOINT], strict=True))
+    print(f"endpoint / raw COPY: {vs_copy:.0%} (median of the rounds' paired ratios; "
+          f"{endpoint / limit:.0%} as a ratio of medians; target >= 70% on TimescaleDB, histograms maintained)")
     print(f"endpoint / naive:    {endpoint / naive:.1f}x (target >= 5x)")
     per_request_s = results[ENDPOINT][1] * args.concurrency / len(bodies)
     auth_us = auth_cost_us(key)
@@ -358,7 +364,9 @@ def main() -> int:
         "repeat": args.repeat,
         "paths": {name: {"events": n, "median_seconds": secs, "events_per_s": n / secs,
                          "all_seconds": timings[name]} for name, (n, secs) in results.items()},
-        "endpoint_vs_copy": endpoint / limit, "endpoint_vs_naive": endpoint / naive,
+        "endpoint_vs_copy": vs_copy, "endpoint_vs_copy_ratio_of_medians": endpoint / limit,
+        "endpoint_vs_copy_per_round": [c / e for c, e in zip(timings[COPY], timings[ENDPOINT], strict=True)],
+        "endpoint_vs_naive": endpoint / naive,
         "auth_cost": paired, "auth_cost_in_process_us": auth_us,
         "otlp_vs_endpoint": otlp / endpoint,
         "peak_worker_rss_mib": peak_rss / 1024,
