@@ -1,10 +1,13 @@
 """The write path: parse, validate and store events, one at a time or in bulk.
 
 DRF's serializers cost about 29 µs per event and `execute_values` manages about 27k rows/s;
-a plain validator costs about 1 µs per event and COPY about 130k rows/s. Bulk ingest is the hot
+a plain validator costs about 2 µs per event and COPY about 130k rows/s. Bulk ingest is the hot
 path of the product, so events are checked here by plain functions (which still give DRF-style
 per-field messages, and which the CRUD serializer reuses so both paths accept the same input)
-and written with COPY on PostgreSQL.
+and written with COPY on PostgreSQL. An ordinary batch skips even those: msgspec decodes it
+into typed structs with the same types, lengths and ranges checked in C (`_Event`), and only
+the times are left to check in Python (`_typed_rows`): about 1.1 µs per event, decoding
+included, against 3.4 µs for dicts and the field rules.
 """
 
 from __future__ import annotations
