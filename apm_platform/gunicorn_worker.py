@@ -86,6 +86,10 @@ class TimeoutThreadWorker(ThreadWorker):
         # gunicorn's loop enables accepting whenever it is off and allowed: not during a pause.
         if enabled and self.accept_paused_until:
             return
+        if not enabled:
+            # gunicorn stops accepting (too many connections, or the worker is stopping): a
+            # pause under way must not turn accepting back on when it ends.
+            self.accept_paused_until = 0.0
         super().set_accept_enabled(enabled)
 
     def wait_for_and_dispatch_events(self, timeout):
@@ -97,9 +101,10 @@ class TimeoutThreadWorker(ThreadWorker):
                 # Look once, without waiting, for what still waits: a connection arriving
                 # later is a new one, which the next turn treats like any other.
                 self.accept_paused_until = 0.0
-                self.accept_resumed = True
-                super().set_accept_enabled(True)
-                timeout = 0
+                if self.alive:
+                    self.accept_resumed = True
+                    super().set_accept_enabled(True)
+                    timeout = 0
         try:
             super().wait_for_and_dispatch_events(timeout)
         finally:

@@ -215,3 +215,39 @@ class WorkerBalanceTests(SimpleTestCase):
             busy.sendall(b" 1\r\n\r\n")
             self.assertIn(b" 200 ", busy.recv(65536).split(b"\r\n")[0])
             busy.close()
+
+
+class AcceptPauseTests(SimpleTestCase):
+    """The pause's states, on a worker object with only what accepting needs (no process)."""
+
+    def setUp(self):
+        import selectors
+
+        from apm_platform.gunicorn_worker import TimeoutThreadWorker
+
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.addCleanup(self.listener.close)
+        worker = object.__new__(TimeoutThreadWorker)  # gunicorn's __init__ needs a whole arbiter
+        worker.sockets, worker.poller, worker._accepting = [self.listener], selectors.DefaultSelector(), False
+        worker.alive, worker.nr_conns, worker.worker_connections = True, 0, 10
+        worker.in_flight, worker.accept_paused_until, worker.accept_resumed = 1, 0.0, False
+        self.addCleanup(worker.poller.close)
+        worker.set_accept_enabled(True)
+        self.worker = worker
+
+    def test_a_busy_worker_stops_listening_and_listens_again_after_the_pause(self):
+        self.worker.accept(self.listener)  # busy: pauses instead
+        self.assertFalse(self.worker._accepting)
+        self.worker.set_accept_enabled(True)  # what gunicorn's loop asks every turn: not yet
+        self.assertFalse(self.worker._accepting)
+        time.sleep(0.01)
+        self.worker.wait_for_and_dispatch_events(0)
+        self.assertTrue(self.worker._accepting)
+
+    def test_a_stopping_worker_never_listens_again_when_a_pause_ends(self):
+        self.worker.accept(self.listener)
+        self.worker.alive = False
+        self.worker.set_accept_enabled(False)  # gunicorn's graceful stop
+        time.sleep(0.01)
+        self.worker.wait_for_and_dispatch_events(0)  # its loop still serves what is open
+        self.assertFalse(self.worker._accepting)
