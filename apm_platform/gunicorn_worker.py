@@ -71,7 +71,7 @@ class TimeoutThreadWorker(ThreadWorker):
         if self.accept_resumed:
             # No idle sibling took these during the pause: every worker is busy. Take them all
             # now, so the pause is paid once per wake-up, not once per connection.
-            while self.nr_conns < self.worker_connections:
+            while self.alive and self.nr_conns < self.worker_connections:
                 before = self.nr_conns
                 super().accept(listener)
                 if self.nr_conns == before:  # nothing left to accept

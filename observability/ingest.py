@@ -239,12 +239,15 @@ def validate_fields(data, *, partial: bool = False, horizon: datetime | None = N
     return cleaned, errors
 
 
+# Offset minutes past 59: Python reads "+00:60" as one hour, PostgreSQL refuses it (and with
+# it the whole COPY); such a time goes to COPY as Python formats it.
 _PLAIN_TIME_FORM = (r"[0-9]{4}-[0-9][0-9]-[0-9][0-9][T ][0-9][0-9]:[0-9][0-9]:[0-9][0-9](?:\.[0-9]{1,6})?"
-                    r"(?:Z|[+-][0-9][0-9]:[0-9][0-9])?")
+                    r"(?:Z|[+-][0-9][0-9]:[0-5][0-9])?")
+PLAIN_TIME_MAX = 32  # 2026-01-31T13:45:00.123456+01:00
 _PLAIN_TIME = re.compile(_PLAIN_TIME_FORM).fullmatch
-# The same form for many times at once, each followed by a newline: one call for a batch.
-# Possessive (`*+`): a plain `*` keeps backtracking state for every time, ~700 bytes each.
-_PLAIN_TIMES = re.compile(rf"(?:{_PLAIN_TIME_FORM}\n)*+").fullmatch
+# The same form for many times at once, one per line: one call for a batch. Possessive (`*+`):
+# a plain `*` keeps backtracking state for every time, ~700 bytes each.
+_PLAIN_TIMES = re.compile(rf"{_PLAIN_TIME_FORM}(?:\n{_PLAIN_TIME_FORM})*+").fullmatch
 _fromisoformat = datetime.fromisoformat
 
 
@@ -405,7 +408,9 @@ class _Event(msgspec.Struct, gc=False):
     first branch checks in Python, checked in C while decoding. Only the time's form and range
     are left to check (`_row`). Unknown fields are skipped unbuilt."""
 
-    time: str
+    # No longer than the plain form: a longer time can't be COPY'd as sent anyway, and an
+    # unbounded one (16 MiB of it) would be copied again when the batch's times are checked.
+    time: Annotated[str, msgspec.Meta(max_length=PLAIN_TIME_MAX)]
     service: Annotated[str, msgspec.Meta(min_length=1, max_length=SERVICE_MAX)]
     endpoint: Annotated[str, msgspec.Meta(min_length=1, max_length=ENDPOINT_MAX)]
     method: Literal[METHODS]
@@ -858,8 +863,8 @@ def _typed_rows(events: list, plain: bool, horizon: datetime, too_old_before: da
     """
     if not (plain and events and type(events[0]) is _Event):
         return 0
-    times = "\n".join([event.time for event in events]) + "\n"
-    if times.count("\n") != len(events) or _PLAIN_TIMES(times) is None:
+    times = "\n".join([event.time for event in events])
+    if times.count("\n") != len(events) - 1 or _PLAIN_TIMES(times) is None:
         return 0
     del times
     oldest = too_old_before or datetime.min.replace(tzinfo=UTC)

@@ -1,7 +1,7 @@
 """The typed decoding of an ordinary batch (ingest._Event) gives the answers the field rules give."""
 
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.test import override_settings
 from django.utils import timezone
@@ -99,3 +99,23 @@ class TypedDecodingTests(ApiTestCase):
         self.assertIn("the limit is 3", response.json()["detail"])
         self.assertEqual(post_ingest(self.client, make_events(3)).json()["inserted"], 3)
         self.assertEqual(ApiRequest.objects.count(), 3)
+
+    def test_an_offset_with_60_or_more_minutes_is_stored_as_the_instant_python_reads(self):
+        # PostgreSQL refuses "+00:60" (and with it the whole COPY): it must get the time as
+        # Python formats it, on the typed path and the other.
+        for batch in ([make_event(time="2026-03-02T10:00:00+00:60", trace_id="a"),
+                       make_event(time="2026-03-02T10:00:00+05:99", trace_id="b")],
+                      [make_event(time="2026-03-02T10:00:00+00:60", trace_id="a", method="get"),
+                       make_event(time="2026-03-02T10:00:00+05:99", trace_id="b", method="get")]):
+            ApiRequest.objects.all().delete()
+            response = post_ingest(self.client, batch)
+            self.assertEqual(response.json(), {"inserted": 2, "rejected": 0, "errors": []})
+            self.assertEqual(ApiRequest.objects.get(trace_id="a").time, datetime(2026, 3, 2, 9, 0, tzinfo=UTC))
+            self.assertEqual(ApiRequest.objects.get(trace_id="b").time, datetime(2026, 3, 2, 3, 21, tzinfo=UTC))
+
+    def test_a_time_longer_than_the_plain_form_sends_its_batch_the_other_way(self):
+        long_time = "2026-03-02T10:00:00.123456+05:30:00"  # seconds in the offset: valid, 35 characters
+        raw = json.dumps([make_event(), make_event(time=long_time)]).encode()
+        self.assertEqual({type(e) for e in ingest.parse_batch(raw)}, {dict})
+        response = post_ingest(self.client, raw)
+        self.assertEqual(response.json(), {"inserted": 2, "rejected": 0, "errors": []})

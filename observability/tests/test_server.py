@@ -181,6 +181,15 @@ class WorkerBalanceTests(SimpleTestCase):
         # Without the pause both workers race for it, and each wins about half of the time:
         # six rounds in a row would all go right once in 64 runs.
         with tempfile.TemporaryDirectory() as tmp, workers_serving(tmp, 2) as server:
+            # gunicorn answers as soon as one worker has loaded the app: wait until both have
+            # served a request, or the other may still be loading when a round needs it idle.
+            served, deadline = set(), time.monotonic() + 60
+            while len(served) < 2 and time.monotonic() < deadline:
+                with socket.create_connection(("127.0.0.1", server.port), timeout=10) as probe:
+                    probe.sendall(b"GET /api/health/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                    self.assertIn(b" 200 ", probe.recv(65536).split(b"\r\n")[0])
+                    served.add(holder_pid(server, probe))
+            self.assertEqual(len(served), 2, "the second worker never served a request")
             for round_ in range(6):
                 busy = socket.create_connection(("127.0.0.1", server.port), timeout=10)
                 # Headers that never end: a worker thread is now reading them, for up to 10 s.
