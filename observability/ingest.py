@@ -563,12 +563,12 @@ def _decode_typed_batch(raw: bytes, max_events: int) -> list | None:
     Only a plain JSON list (no backslash, so no string can hold NUL, a lone surrogate or a
     character COPY escapes) in which every event has valid types, lengths and ranges; msgspec
     stops at the first that does not, and the body then goes the way that words each error.
-    Each '{' builds at most one event (a few hundred bytes at most beyond its strings'
-    own bytes), and at most two per allowed event are let through: memory stays within a
-    few times the body even for a body of too many tiny events.
+    Each '{' builds at most one event (about 300 bytes beyond its strings' own), and at most
+    four per allowed event are let through (a route's `{org}` and `{id}` count too): memory
+    stays within a few times the body even for a body of too many tiny events.
     """
     start = _FIRST_TOKEN(raw).end()
-    if raw[start:start + 1] != b"[" or b"\\" in raw or raw.count(b"{") > 2 * max_events + 2:
+    if raw[start:start + 1] != b"[" or b"\\" in raw or raw.count(b"{") > 4 * max_events + 2:
         return None
     try:
         events = _decode_typed(raw)

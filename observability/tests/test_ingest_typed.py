@@ -92,6 +92,11 @@ class TypedDecodingTests(ApiTestCase):
         self.assertEqual((result.inserted, result.rejected), (1, 1))
         self.assertEqual(result.errors, [{"index": 1, "errors": {"time": [ingest.TOO_FAR_AHEAD]}}])
 
+    @override_settings(APM_INGEST_MAX_EVENTS=10)
+    def test_a_full_batch_on_a_route_with_two_parameters_is_decoded_typed(self):
+        raw = json.dumps(make_events(10, endpoint="/orgs/{org}/users/{id}")).encode()  # 30 braces
+        self.assertEqual({type(e) for e in ingest.parse_batch(raw)}, {ingest._Event})
+
     @override_settings(APM_INGEST_MAX_EVENTS=3)
     def test_too_many_valid_events_are_a_413(self):
         response = post_ingest(self.client, make_events(4))

@@ -159,6 +159,12 @@ class WorstBodyMemoryTests(SimpleTestCase):
         costly = b"[" + b",".join([b'{"a":"ab"}'] * 10_000) + b',{"b":["'
         costly += b'","'.join([b"ab"] * (self.LIMIT // 64 - 30_002)) + b'"]}'
         costly += b',{"p":"' + b"p" * (self.LIMIT - len(costly) - 10) + b'"}]'
+        # The costliest body the typed decode takes whole: 40,002 tiny valid events (four '{'
+        # per allowed event), padded to the limit; every one is built before the 413.
+        tiny = (b'{"time":"ab","service":"ab","endpoint":"ab","method":"GET","status_code":500,'
+                b'"latency_ms":0.5,"trace_id":"ab","user_ref":"ab"')
+        typed = b"[" + b",".join([tiny + b"}"] * 40_001) + b"," + tiny + b',"p":"'
+        typed += b"p" * (self.LIMIT - len(typed) - 3) + b'"}]'
         return {
             "one-call decode at its bounds": costly,
             "5.6M empty objects": self.fill(b"[", b"{}", b"]"),
@@ -171,6 +177,7 @@ class WorstBodyMemoryTests(SimpleTestCase):
             "one 16 MiB service string": b'[{"service": "' + b"s" * (self.LIMIT - 100) + b'"}]',
             "16 MiB of [ (nesting)": b"[" * (self.LIMIT // 2) + b"]" * (self.LIMIT // 2),
             "NaN-bearing 5.6M elements": self.fill(b"[" + event + b",", b"NaN", b"]"),
+            "typed decode at its bounds": typed,  # last: gzip_bodies takes the first three
         }
 
     def gzip_bodies(self) -> dict[str, tuple[bytes, int]]:
