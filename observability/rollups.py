@@ -101,7 +101,7 @@ CATALOGUE: tuple[Rollup, ...] = (
     # the KPIs and time series of all traffic in one small read. The minute one is the fine
     # tier: read only past the hourly one's watermark, so the raw tail stays a few minutes.
     Rollup("apirequest_global_minute", "stats", MINUTE, (), RAW, GlobalLatencyMinute,
-           Refresh(timedelta(seconds=30), timedelta(seconds=30)), window=timedelta(days=retention.FINE_WINDOW_DAYS)),
+           Refresh(timedelta(seconds=15), timedelta(seconds=15)), window=timedelta(days=retention.FINE_WINDOW_DAYS)),
     Rollup("apirequest_global_hourly", "stats", HOUR, (), RAW, GlobalLatencyHourly,
            Refresh(timedelta(0), timedelta(minutes=5))),
     Rollup("apirequest_global_daily", "stats", DAY, (), "apirequest_global_hourly", GlobalLatencyDaily,

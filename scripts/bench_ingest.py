@@ -263,7 +263,7 @@ def main() -> int:
 
     if hypertable:
         # The policies would materialize the events' hours while the rounds run (the fine tier
-        # every 30 s), and every later batch would then pay a refresh after its write: this
+        # every 15 s), and every later batch would then pay a refresh after its write: this
         # measures ingest of fresh events, with the aggregates' invalidation tracking; the
         # refresh policies' own cost is `make bench-fresh`'s.
         from observability import retention

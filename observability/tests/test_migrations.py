@@ -197,3 +197,30 @@ class ColumnarHistogramMigrationTests(ApiTransactionTestCase):
         call_command("migrate", "observability", verbosity=0)
         self.assertEqual(self.client.get("/api/requests/top-endpoints/", query).json(), top)
         self.assertEqual(relations() & {"apirequest_latency_daily_kept"}, set())
+
+
+class FineTierPolicyMigrationTests(ApiTransactionTestCase):
+    """0008: the minute tier's policy runs every 15 s, 15 s after the minute; back to 30 s."""
+
+    def setUp(self):
+        self.addCleanup(call_command, "migrate", "observability", verbosity=0)
+
+    def policy(self):
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT (config->>'end_offset')::interval, schedule_interval,"
+                           " (config->>'start_offset')::interval FROM timescaledb_information.jobs"
+                           " WHERE proc_name = 'policy_refresh_continuous_aggregate'"
+                           " AND hypertable_name = 'apirequest_global_minute'")
+            return cursor.fetchone()
+
+    def test_migrating_0008_back_and_forth_sets_the_offset_and_schedule_and_keeps_the_start(self):
+        if not db.rollups_are_continuous():
+            self.skipTest(f"policies exist on TimescaleDB only ({db.describe()})")
+        from datetime import timedelta
+
+        end, schedule, start = self.policy()
+        self.assertEqual((end, schedule), (timedelta(seconds=15), timedelta(seconds=15)))
+        call_command("migrate", "observability", "0007", verbosity=0)
+        self.assertEqual(self.policy(), (timedelta(seconds=30), timedelta(seconds=30), start))
+        call_command("migrate", "observability", verbosity=0)
+        self.assertEqual(self.policy(), (timedelta(seconds=15), timedelta(seconds=15), start))
