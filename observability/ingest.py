@@ -717,28 +717,31 @@ def _wrapped_events_by_hand(raw: bytes) -> bytes:
 def _parse_deep(body: bytes, max_events: int) -> list:
     """Split a list by hand when an event nests past the decoder's recursion limit, so only
     that event is rejected. Rare, and linear in the body's tokens: a run of brackets is one
-    token, so even 16 MiB of `[[[[...` is a handful of steps."""
+    token, so even 16 MiB of `[[[[...` is a handful of steps. Tokens are measured, not copied,
+    and the events are views of the body: a 16 MiB event would otherwise be held twice more
+    (as its bracket runs and as its slice) while the body is."""
     depth = 0
     start = None
     spans = []
+    view = memoryview(body)
     for token in _TOKENS.finditer(body):
-        text = token.group()
-        kind = text[:1]
-        at = token.start()
+        at, end = token.span()
+        kind = body[at:at + 1]
+        size = end - at
         if kind == b"[" or kind == b"{":
             if depth == 0:  # the list itself, and maybe the first event's own brackets
-                depth = len(text)
+                depth = size
                 if depth > 1:
                     start = at + 1
                 continue
             if depth == 1 and start is None:
                 start = at
-            depth += len(text)
+            depth += size
         elif kind == b"]" or kind == b"}":
-            if start is not None and depth - len(text) <= 1:
+            if start is not None and depth - size <= 1:
                 spans.append((start, at + max(depth - 1, 0)))
                 start = None
-            depth -= len(text)
+            depth -= size
             if depth <= 0:
                 break
         elif kind == b",":
@@ -751,7 +754,16 @@ def _parse_deep(body: bytes, max_events: int) -> list:
             raise BatchError(413, _too_many(max_events))
     if depth != 0:
         raise BatchError(400, "The request body is not valid JSON: unbalanced brackets.")
-    return [body[lo:hi].strip() for lo, hi in spans]
+    return [view[lo:hi] for lo, hi in (_stripped(body, lo, hi) for lo, hi in spans)]
+
+
+def _stripped(body: bytes, lo: int, hi: int) -> tuple[int, int]:
+    """The span without JSON whitespace at its ends."""
+    while lo < hi and body[lo] in b" \t\r\n":
+        lo += 1
+    while hi > lo and body[hi - 1] in b" \t\r\n":
+        hi -= 1
+    return lo, hi
 
 
 def check_json_content_type(header: str) -> None:
