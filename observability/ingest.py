@@ -33,7 +33,8 @@ COLUMNS = ("time", "service", "endpoint", "method", "status_code", "latency_ms",
 MAX_REPORTED_ERRORS = 100
 MAX_LATENCY_MS = 86_400_000  # API.md: a latency is at most one day
 # The model's column widths, in characters.
-SERVICE_MAX, ENDPOINT_MAX, TRACE_ID_MAX, USER_REF_MAX = 100, 255, 64, 128
+SERVICE_MAX, ENDPOINT_MAX, TRACE_ID_MAX, USER_REF_MAX = (
+    ApiRequest._meta.get_field(name).max_length for name in ("service", "endpoint", "trace_id", "user_ref"))
 
 REQUIRED = "This field is required."
 NOT_NULL = "This field may not be null."
@@ -406,7 +407,7 @@ class _EventFields(msgspec.Struct, gc=False):
 class _Event(msgspec.Struct, gc=False):
     """An event the typed decoder accepts: every type, length and range that `validate_event`'s
     first branch checks in Python, checked in C while decoding. Only the time's form and range
-    are left to check (`_row`). Unknown fields are skipped unbuilt."""
+    are left to check (`_typed_rows`). Unknown fields are skipped unbuilt."""
 
     # No longer than the plain form: a longer time can't be COPY'd as sent anyway, and an
     # unbounded one (16 MiB of it) would be copied again when the batch's times are checked.
@@ -568,7 +569,7 @@ def _decode_typed_batch(raw: bytes, max_events: int) -> list | None:
     stays within a few times the body even for a body of too many tiny events.
     """
     start = _FIRST_TOKEN(raw).end()
-    if raw[start:start + 1] != b"[" or b"\\" in raw or raw.count(b"{") > 4 * max_events + 2:
+    if raw[start:start + 1] != b"[" or needs_copy_escaping(raw) or raw.count(b"{") > 4 * max_events + 2:
         return None
     try:
         events = _decode_typed(raw)

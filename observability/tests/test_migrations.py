@@ -124,13 +124,17 @@ class CatalogueTests(TransactionTestCase):
                     self.assertEqual(cursor.fetchone()[0], rollup.columnstore_after)
 
 
-class ColumnarHistogramMigrationTests(ApiTransactionTestCase):
-    """0007: the per-series daily histograms become columnar, text-keyed and materialized-only,
-    and the reverse brings back 0005's real-time row-store aggregate; answers are the same."""
+class MigrationRoundTripCase(ApiTransactionTestCase):
+    """A test that migrates back and forth: the database ends at the latest migration whatever
+    happens in between (a failure between two migrate calls must not leave later tests behind)."""
 
     def setUp(self):
-        # A failure between the two migrate calls must not leave later tests at 0006.
         self.addCleanup(call_command, "migrate", "observability", verbosity=0)
+
+
+class ColumnarHistogramMigrationTests(MigrationRoundTripCase):
+    """0007: the per-series daily histograms become columnar, text-keyed and materialized-only,
+    and the reverse brings back 0005's real-time row-store aggregate; answers are the same."""
 
     def tearDown(self):
         ApiRequest.objects.all().delete()
@@ -199,11 +203,8 @@ class ColumnarHistogramMigrationTests(ApiTransactionTestCase):
         self.assertEqual(relations() & {"apirequest_latency_daily_kept"}, set())
 
 
-class FineTierPolicyMigrationTests(ApiTransactionTestCase):
+class FineTierPolicyMigrationTests(MigrationRoundTripCase):
     """0008: the minute tier's policy runs every 15 s, 15 s after the minute; back to 30 s."""
-
-    def setUp(self):
-        self.addCleanup(call_command, "migrate", "observability", verbosity=0)
 
     def policy(self):
         with connection.cursor() as cursor:
