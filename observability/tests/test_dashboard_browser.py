@@ -139,12 +139,16 @@ class DashboardBrowserTests(LiveServerTestCase):
         self.assertIn("/accounts/login/", self.page.url)
         self.page.fill("#id_username", "ana")
         self.page.fill("#id_password", PASSWORD)
-        self.page.click("button[type=submit]")
+        # The click starts a navigation: wait for the dashboard's URL, so that the wait below
+        # never runs against the login page while it unloads.
+        with self.page.expect_navigation():
+            self.page.click("button[type=submit]")
+        self.assertNotIn("/accounts/login/", self.page.url)
         self.wait_loaded()
 
     def wait_loaded(self, after: int = 0):
         self.page.wait_for_function(
-            f"() => Number(document.getElementById('dashboard').dataset.loaded || 0) > {after}")
+            f"() => Number(document.getElementById('dashboard')?.dataset.loaded || 0) > {after}")
         return int(self.page.get_attribute("#dashboard", "data-loaded"))
 
     def click_and_wait(self, selector):
