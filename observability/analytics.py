@@ -280,7 +280,7 @@ def _exact(values: list[float] | None) -> dict:
 
 def _bin_count():
     # float8, not sum()'s numeric: exact below 2^53 events and several times cheaper to add up
-    # (and to rank, see percentiles_from_bins) over millions of histogram rows.
+    # over millions of histogram rows.
     return Sum(Cast("n", FloatField()))
 
 
@@ -289,11 +289,13 @@ def percentiles_from_bins(parts: list[QuerySet], group: tuple[str, ...], *, with
     """percentile_cont's interpolation over the events histograms hold, each at its bin's value.
 
     `parts` are querysets of (*group, bin, count) rows (histogram pieces and binned raw edges).
-    The database adds them up per group and bin and finds, for each fraction, the bins that
-    hold the two ranks around position fraction * (total - 1) (a running sum over the bins):
-    only 8 bins per group travel, not the histograms. `with_counts`: the parts also carry
-    errors, latency_sum and max_latency per bin (the whole-traffic tiers), and each group's
-    answer gets its counts under "counts".
+    The database adds them up per group and bin and hands each group's bins over as two
+    arrays, one row per group; `percentiles_of_bins` ranks them here. Ranking in the database
+    (running sums in window functions, then the first bin past each rank) cost more than the
+    bins' transfer: sorting all 1,000 series of 10M events over 30 days by p95 took 0.70 s
+    that way against 0.58 s this way (measured side by side, same bins chosen for every
+    series). `with_counts`: the parts also carry errors, latency_sum and max_latency per bin
+    (the whole-traffic tiers), and each group's answer gets its counts under "counts".
     """
     if not parts:
         return {}
@@ -306,56 +308,49 @@ def percentiles_from_bins(parts: list[QuerySet], group: tuple[str, ...], *, with
         sql, part_params = qs.order_by().query.sql_with_params()
         sqls.append(f"SELECT {columns} FROM ({sql}) AS part_{i}")
         params.extend(part_params)
-    partition = f"PARTITION BY {keys}" if group else ""
     prefix = keys + ", " if group else ""
-    ranks, positions = [], []
-    for i, fraction in enumerate(FRACTIONS):
-        # float8 arithmetic, as percentile_cont computes its position.
-        positions.append(f"floor({fraction!r}::float8 * (total - 1)) AS r{i}")
-        ranks += [f"min(bin) FILTER (WHERE upto > r{i})",
-                  f"min(bin) FILTER (WHERE upto > least(r{i} + 1, total - 1))"]
     sums = (", sum(errors) AS errors, sum(latency_sum) AS latency_sum, max(max_latency) AS max_latency"
             if with_counts else "")
-    totals = ", sum(errors), sum(latency_sum), max(max_latency)" if with_counts else ""
-    # Counts as float8 from here on (exact below 2^53 events): sum() of a bigint is numeric,
-    # and numeric running sums and comparisons over ~240,000 (series, bin) rows took most of a
-    # ranking of 1,000 series over a month (2.3 s against 1.1 s).
+    # The latency sums are floats: added up in bin order, so the answer doesn't hang on a plan.
+    totals = ", sum(errors), sum(latency_sum ORDER BY bin), max(max_latency)" if with_counts else ""
+    # Counts as float8 (exact below 2^53 events): sum() of a bigint is numeric, several times
+    # slower to add up over millions of histogram rows.
     if len(parts) == 1 and not with_counts:
         bins = f"SELECT {prefix}bin, count::float8 AS n FROM parts"  # the one part is grouped already
     else:
         bins = f"SELECT {prefix}bin, sum(count)::float8 AS n{sums} FROM parts GROUP BY {prefix}bin"
-    query = (
-        f"WITH parts AS ({' UNION ALL '.join(sqls)}), bins AS ({bins}),"
-        f" running AS (SELECT *, sum(n) OVER ({partition} ORDER BY bin) AS upto,"
-        f" sum(n) OVER ({partition}) AS total FROM bins),"
-        f" ranked AS (SELECT *, {', '.join(positions)} FROM running)"
-        f" SELECT {prefix}max(total){totals}, {', '.join(ranks)} FROM ranked"
-        f"{' GROUP BY ' + keys if group else ' HAVING count(*) > 0'}"
-    )
+    # Both arrays aggregate the same rows in the same order, so they pair up bin for count. The
+    # counts travel as int8: psycopg2 reads an int8 array twice as fast as a float8 one.
+    query = (f"WITH parts AS ({' UNION ALL '.join(sqls)}), bins AS ({bins})"
+             f" SELECT {prefix}array_agg(bin), array_agg(n::int8){totals} FROM bins"
+             f"{' GROUP BY ' + keys if group else ''}")
     result = {}
-    width = len(group) + 1 + len(extra)
     with connection.cursor() as cursor:
         cursor.execute(query, params)
         for row in cursor.fetchall():
-            key, total, bins = tuple(row[:len(group)]), int(row[len(group)]), row[width:]
-            values = []
-            for i, fraction in enumerate(FRACTIONS):
-                position = fraction * (total - 1)
-                low, high = rollups.bin_value(bins[2 * i]), rollups.bin_value(bins[2 * i + 1])
-                values.append(low + (high - low) * (position - math.floor(position)))
-            result[key] = _exact(values)
+            key, (bins_, counts) = tuple(row[:len(group)]), row[len(group):len(group) + 2]
+            if not bins_:
+                continue  # no group and no rows: aggregates over nothing give one row of NULLs
+            if sorted(bins_) != bins_:  # in the order they were added up: usually ascending already
+                bins_, counts = map(list, zip(*sorted(zip(bins_, counts, strict=True)), strict=True))
+            result[key] = _percentiles_of_ordered(bins_, counts)
             if with_counts:
-                errors, latency_sum, max_latency = row[len(group) + 1:width]
-                result[key]["counts"] = {"hits": total, "errors": int(errors), "latency_sum": latency_sum,
-                                         "max_latency": max_latency}
+                errors, latency_sum, max_latency = row[len(group) + 2:]
+                result[key]["counts"] = {"hits": sum(counts), "errors": int(errors),
+                                         "latency_sum": latency_sum, "max_latency": max_latency}
     return result
 
 
 def percentiles_of_bins(bins: dict[int, int]) -> dict:
-    """The same interpolation as `percentiles_from_bins`, in Python, over {bin: count}."""
+    """percentile_cont's interpolation over {bin: count}, each event at its bin's value."""
     order = sorted(bin_ for bin_, count in bins.items() if count)
-    running = list(itertools.accumulate(bins[bin_] for bin_ in order))
-    if not running:
+    return _percentiles_of_ordered(order, [bins[bin_] for bin_ in order])
+
+
+def _percentiles_of_ordered(order: list[int], counts: list[int]) -> dict:
+    """The same over bins in ascending order and their counts (zero counts are never chosen)."""
+    running = list(itertools.accumulate(counts))
+    if not running or not running[-1]:
         return _exact(None)
     total = running[-1]
     values = []
