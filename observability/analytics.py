@@ -290,7 +290,7 @@ def percentiles_from_bins(parts: list[QuerySet], group: tuple[str, ...], *, with
 
     `parts` are querysets of (*group, bin, count) rows (histogram pieces and binned raw edges).
     The database adds them up per group and bin and hands each group's bins over as two
-    arrays, one row per group; `percentiles_of_bins` ranks them here. Ranking in the database
+    arrays, one row per group; `_percentiles_of_ordered` ranks them here. Ranking in the database
     (running sums in window functions, then the first bin past each rank) cost more than the
     bins' transfer: sorting all 1,000 series of 10M events over 30 days by p95 took 0.70 s
     that way against 0.58 s this way (measured side by side, same bins chosen for every
@@ -327,18 +327,27 @@ def percentiles_from_bins(parts: list[QuerySet], group: tuple[str, ...], *, with
     result = {}
     with connection.cursor() as cursor:
         cursor.execute(query, params)
-        for row in cursor.fetchall():
-            key, (bins_, counts) = tuple(row[:len(group)]), row[len(group):len(group) + 2]
-            if not bins_:
-                continue  # no group and no rows: aggregates over nothing give one row of NULLs
-            if sorted(bins_) != bins_:  # in the order they were added up: usually ascending already
-                bins_, counts = map(list, zip(*sorted(zip(bins_, counts, strict=True)), strict=True))
-            result[key] = _percentiles_of_ordered(bins_, counts)
-            if with_counts:
-                errors, latency_sum, max_latency = row[len(group) + 2:]
-                result[key]["counts"] = {"hits": sum(counts), "errors": int(errors),
-                                         "latency_sum": latency_sum, "max_latency": max_latency}
+        # A few hundred groups at a time: each carries all its bins (about 240 per series over
+        # a month), which wait as text in libpq's buffer (about 2 KB a series) and become
+        # Python lists only here; an answer keeps 4 floats a group.
+        while rows := cursor.fetchmany(500):
+            for row in rows:
+                _rank_group(row, len(group), with_counts, result)
     return result
+
+
+def _rank_group(row: tuple, width: int, with_counts: bool, result: dict) -> None:
+    """One group's row of `percentiles_from_bins`: its percentiles (and counts) into `result`."""
+    key, (bins_, counts) = tuple(row[:width]), row[width:width + 2]
+    if not bins_:
+        return  # no group and no rows: aggregates over nothing give one row of NULLs
+    if sorted(bins_) != bins_:  # in the order they were added up: usually ascending already
+        bins_, counts = map(list, zip(*sorted(zip(bins_, counts, strict=True)), strict=True))
+    result[key] = _percentiles_of_ordered(bins_, counts)
+    if with_counts:
+        errors, latency_sum, max_latency = row[width + 2:]
+        result[key]["counts"] = {"hits": sum(counts), "errors": int(errors),
+                                 "latency_sum": latency_sum, "max_latency": max_latency}
 
 
 def percentiles_of_bins(bins: dict[int, int]) -> dict:

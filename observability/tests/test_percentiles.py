@@ -10,9 +10,9 @@ from collections import defaultdict
 from datetime import timedelta
 
 from django.db import connection
-from django.test import TransactionTestCase
+from django.test import SimpleTestCase, TransactionTestCase
 
-from observability import rollups
+from observability import analytics, rollups
 from observability.models import ApiRequest
 from observability.tests.utils import (
     BASE_TIME,
@@ -72,6 +72,28 @@ def rows_for(n, *, rng, start, span, services=("api", "web"), endpoints=("/a", "
          "status_code": rng.choice([200, 200, 500]), "latency_ms": random_latency(rng)}
         for _ in range(n)
     ]
+
+
+class BinRankingTests(SimpleTestCase):
+    """The ranking of one group's bins as the database hands them over (analytics._rank_group)."""
+
+    def test_bins_handed_over_out_of_order_rank_as_the_events_they_count(self):
+        # (bin, count) pairs in the order a hash aggregate may add them up: not ascending.
+        pairs = [(300, 2), (-1, 1), (150, 7), (40, 1), (151, 3)]
+        events = [rollups.bin_value(b) for b, n in pairs for _ in range(n)]
+        row = ("svc", [b for b, _ in pairs], [n for _, n in pairs], 4, 123.5, 9.0)
+        result = {}
+        analytics._rank_group(row, 1, True, result)
+        got = result[("svc",)]
+        for key, fraction in PERCENTILES.items():
+            self.assertAlmostEqual(got[key], percentile(events, fraction), places=9, msg=key)
+        self.assertEqual(got["counts"], {"hits": len(events), "errors": 4, "latency_sum": 123.5,
+                                         "max_latency": 9.0})
+
+    def test_a_group_over_no_rows_answers_nothing(self):
+        result = {}
+        analytics._rank_group((None, None), 0, False, result)
+        self.assertEqual(result, {})
 
 
 class ApproxPercentileTests(ApiTransactionTestCase):
