@@ -14,6 +14,12 @@ def relations() -> set[str]:
         return {info.name for info in connection.introspection.get_table_list(cursor)}
 
 
+def one_row(sql: str, params=()) -> tuple | None:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchone()
+
+
 class MigrationTests(ApiTransactionTestCase):
     def tearDown(self):
         # Migrating forward materializes history into the continuous aggregates, which the
@@ -141,12 +147,10 @@ class ColumnarHistogramMigrationTests(MigrationRoundTripCase):
         rollups.refresh_all(None, None)
 
     def shape(self):
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT c.materialized_only, c.compression_enabled, a.atttypid::regtype::text"
-                           " FROM timescaledb_information.continuous_aggregates c"
-                           " JOIN pg_attribute a ON a.attrelid = 'apirequest_latency_daily'::regclass"
-                           "  AND a.attname = 'endpoint' WHERE c.view_name = 'apirequest_latency_daily'")
-            return cursor.fetchone()
+        return one_row("SELECT c.materialized_only, c.compression_enabled, a.atttypid::regtype::text"
+                       " FROM timescaledb_information.continuous_aggregates c"
+                       " JOIN pg_attribute a ON a.attrelid = 'apirequest_latency_daily'::regclass"
+                       "  AND a.attname = 'endpoint' WHERE c.view_name = 'apirequest_latency_daily'")
 
     def test_migrating_0007_back_and_forth_keeps_the_approx_answers(self):
         if not db.rollups_are_continuous():
@@ -207,12 +211,10 @@ class FineTierPolicyMigrationTests(MigrationRoundTripCase):
     """0008: the minute tier's policy runs every 15 s, 15 s after the minute; back to 30 s."""
 
     def policy(self):
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT (config->>'end_offset')::interval, schedule_interval,"
-                           " (config->>'start_offset')::interval FROM timescaledb_information.jobs"
-                           " WHERE proc_name = 'policy_refresh_continuous_aggregate'"
-                           " AND hypertable_name = 'apirequest_global_minute'")
-            return cursor.fetchone()
+        return one_row("SELECT (config->>'end_offset')::interval, schedule_interval,"
+                       " (config->>'start_offset')::interval FROM timescaledb_information.jobs"
+                       " WHERE proc_name = 'policy_refresh_continuous_aggregate'"
+                       " AND hypertable_name = 'apirequest_global_minute'")
 
     def test_migrating_0008_back_and_forth_sets_the_offset_and_schedule_and_keeps_the_start(self):
         if not db.rollups_are_continuous():
