@@ -169,6 +169,12 @@ def holder_pid(server: Gunicorn, sock: socket.socket) -> int | None:
     return None
 
 
+def assert_health_answers(test: SimpleTestCase, sock: socket.socket, rest: bytes | None = None) -> None:
+    """Send GET /api/health/ on `sock` (or only `rest`, the end of one begun) and expect a 200."""
+    sock.sendall(b"GET /api/health/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" if rest is None else rest)
+    test.assertIn(b" 200 ", sock.recv(65536).split(b"\r\n")[0])
+
+
 def workers_serving(tmp: str, workers: int) -> Gunicorn:
     """gunicorn with `workers` processes; /api/health/ is all these tests ask (no migration)."""
     return Gunicorn({"DJANGO_DEBUG": "0", "DJANGO_SECRET_KEY": "server-test-" + "x" * 50,
@@ -186,8 +192,7 @@ class WorkerBalanceTests(SimpleTestCase):
             served, deadline = set(), time.monotonic() + 60
             while len(served) < 2 and time.monotonic() < deadline:
                 with socket.create_connection(("127.0.0.1", server.port), timeout=10) as probe:
-                    probe.sendall(b"GET /api/health/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-                    self.assertIn(b" 200 ", probe.recv(65536).split(b"\r\n")[0])
+                    assert_health_answers(self, probe)
                     served.add(holder_pid(server, probe))
             self.assertEqual(len(served), 2, "the second worker never served a request")
             for round_ in range(6):
@@ -199,11 +204,9 @@ class WorkerBalanceTests(SimpleTestCase):
                     time.sleep(0.05)
                 time.sleep(0.2)  # the request is in a thread, not waiting in the poller
                 other = socket.create_connection(("127.0.0.1", server.port), timeout=10)
-                other.sendall(b"GET /api/health/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-                self.assertIn(b" 200 ", other.recv(65536).split(b"\r\n")[0])
+                assert_health_answers(self, other)
                 self.assertNotEqual(holder_pid(server, other), holder_pid(server, busy), f"round {round_}")
-                busy.sendall(b" 1\r\n\r\n")
-                self.assertIn(b" 200 ", busy.recv(65536).split(b"\r\n")[0])
+                assert_health_answers(self, busy, rest=b" 1\r\n\r\n")
                 busy.close()
                 other.close()
 
@@ -221,8 +224,7 @@ class WorkerBalanceTests(SimpleTestCase):
                 self.assertIn(b" 200 ", sock.recv(65536).split(b"\r\n")[0])
                 sock.close()
             self.assertLess(time.monotonic() - started, 1.0)  # generous: the pause is 5 ms
-            busy.sendall(b" 1\r\n\r\n")
-            self.assertIn(b" 200 ", busy.recv(65536).split(b"\r\n")[0])
+            assert_health_answers(self, busy, rest=b" 1\r\n\r\n")
             busy.close()
 
 
