@@ -15,7 +15,7 @@ from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
-from observability import db
+from observability import db, errors
 
 logger = logging.getLogger(__name__)
 
@@ -116,11 +116,15 @@ def _chain(exc) -> str:
 
 
 def json_exception_handler(exc, context):
-    """DRF's handler, with a `detail` string added to field-level validation errors, and
-    database outages as 503 (504 for a query past its time limit)."""
+    """DRF's handler, with a `detail` string added to field-level validation errors, the app's
+    domain refusals (`observability.errors`) as their status, and database outages as 503 (504
+    for a query past its time limit)."""
     unavailable = database_error_response(exc, Response)
     if unavailable is not None:
         return unavailable
+    if isinstance(exc, errors.QueryRefused):
+        # The app's domain refusals: one mapping to HTTP, here, for every view.
+        return Response({"detail": str(exc)}, status=exc.status)
     response = exception_handler(exc, context)
     if response is None:
         return None

@@ -157,7 +157,7 @@ if env_bool("DJANGO_SECURE_PROXY_SSL_HEADER", False):
 REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     # UTF-8 only, bounded, and a JSON 400 for any body (DRF's own would 500 on deep nesting).
-    "DEFAULT_PARSER_CLASSES": ["apm_platform.parsers.Utf8JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["observability.parsers.Utf8JSONParser"],
     # Every DRF view needs a key or a session unless it says otherwise (see access.py). The key
     # class comes first: its header makes a missing credential a 401 with WWW-Authenticate.
     "DEFAULT_AUTHENTICATION_CLASSES": [

@@ -7,7 +7,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 
 from observability import dashboard
 from observability.access import login_required
-from observability.metrics import metrics_view
+from observability.metrics_view import metrics_view
 from observability.views import otlp_dropped, otlp_traces
 
 urlpatterns = [

@@ -17,6 +17,7 @@ import math
 from datetime import UTC, datetime
 
 from django.db import connection
+from django.db import connection as default_connection
 from django.db.models import (
     Aggregate,
     CharField,
@@ -33,10 +34,12 @@ from django.db.models import (
 )
 from django.db.models.functions import Cast, Trunc
 
-from observability import db, rollups
+from observability import db, retention, rollups
 from observability.apps import percentile_cont, sorted_values_of
+from observability.errors import RawEventsDropped
 from observability.filters import ROLLUP_FILTERS
 from observability.models import ApiRequest, ApiRequestDaily, ApiRequestHourly
+from observability.query import ReadQuery
 
 FRACTIONS = (0.5, 0.9, 0.95, 0.99)
 PERCENTILE_KEYS = ("p50_latency_ms", "p90_latency_ms", "p95_latency_ms", "p99_latency_ms")
@@ -237,6 +240,30 @@ _ROLLUP_COUNTS = {
 def can_use_rollup(used_filters: set[str]) -> bool:
     """True when every filter the client gave is one the rollups can answer."""
     return used_filters <= ROLLUP_FILTERS
+
+
+def require_raw_events(query: ReadQuery, *, with_p95: bool, connection=default_connection) -> None:
+    """Raise RawEventsDropped when a KPI or top-endpoints query would read raw events from a
+    window whose raw events are gone (exact percentiles, raw-only filters, or an edge that is
+    not a whole hour), naming the earliest `start` that can be answered."""
+    start = query.start
+    try:
+        unaligned = start is not None and start != rollups.floor(start, rollups.HOUR)
+    except OverflowError:
+        unaligned = True
+    needs_raw = (with_p95 and query.precision == "exact") or not query.on_rollups or unaligned
+    if not needs_raw:
+        return
+    kept = retention.raw_missing_before(start, connection)
+    if kept is None:
+        return
+    since = kept.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    raise RawEventsDropped(
+        f"Raw events before {since} have been dropped (APM_RETENTION_RAW_DAYS), and this query needs "
+        f"them: exact percentiles, a filter the rollups don't have, or a start that is not a whole hour. "
+        f"Set start={since} or later, or use with_p95=false with whole-hour bounds and only the "
+        "service/endpoint/start/end filters, which the rollups answer for their whole history."
+    )
 
 
 def _plan(filters: dict, used_filters: set[str], family=rollups.COUNTS):
@@ -454,9 +481,10 @@ def _global_bins(filters: dict, pieces, edges) -> tuple[dict, dict]:
     return _combine(rows), bins
 
 
-def kpis(*, queryset: QuerySet, filters: dict, used_filters: set[str], with_p95: bool = True,
-         precision: str = "exact") -> dict:
+def kpis(*, query: ReadQuery, with_p95: bool = True) -> dict:
     """hits, errors, error_rate, avg/max latency, four percentiles and where they came from."""
+    require_raw_events(query, with_p95=with_p95)
+    queryset, filters, used_filters = query.queryset, query.filters, query.used
     bins = None
     plan = rollups.plan(filters, rollups.GLOBAL) if _is_global(filters, used_filters) else None
     if plan is not None:
@@ -480,7 +508,7 @@ def kpis(*, queryset: QuerySet, filters: dict, used_filters: set[str], with_p95:
         counts = _combine([counts])
         source = "raw"
     result = _shape(counts)
-    precision = _precision_of(precision, filters, used_filters)
+    precision = _precision_of(query.precision, filters, used_filters)
     result.update(_exact(None))
     if with_p95 and result["hits"]:
         if precision == "approx" and bins is not None:
@@ -548,13 +576,14 @@ def _top_series_by_hits(queryset: QuerySet, *, order: str, limit: int, with_p95:
     return series, ({key: _exact(rows[key]["p"]) for key in chosen} if with_p95 else None)
 
 
-def top_endpoints(
-    *, queryset: QuerySet, filters: dict, used_filters: set[str], sort: str = "hits",
-    order: str = "desc", limit: int = 10, with_p95: bool = False, precision: str = "exact",
-) -> dict:
+def top_endpoints(*, query: ReadQuery, sort: str = "hits", order: str = "desc", limit: int = 10,
+                  with_p95: bool = False) -> dict:
     """Series (service, endpoint) ranked by `sort`, ties broken by service then endpoint."""
     if sort not in SORT_KEYS:
         raise ValueError(f"Unknown sort key {sort!r}.")
+    # The guard as the API has always applied it: percentiles wanted, or sorted by p95.
+    require_raw_events(query, with_p95=with_p95 or sort == "p95_latency_ms")
+    queryset, filters, used_filters = query.queryset, query.filters, query.used
     by_percentile = sort in PERCENTILE_KEYS
     with_p95 = with_p95 or by_percentile
     exact = None  # {series: percentiles} where the counts' query computed them too
@@ -573,7 +602,7 @@ def top_endpoints(
     else:
         series = {key: _combine([row]) for key, row in _per_series(queryset, _raw_counts()).items()}
         source = "raw"
-    precision = _precision_of(precision, filters, used_filters)
+    precision = _precision_of(query.precision, filters, used_filters)
     if precision == "approx" and by_percentile and not any(
             piece[0] is rollups.COUNTS.daily.model for piece in plan[0]):
         # Every series' percentiles from hours only: the hourly histograms of 1,000 series
@@ -642,9 +671,8 @@ def timeseries(*, interval: str, start: datetime | None = None, end: datetime | 
     """One row per bucket with events: counts, avg/max and four percentiles."""
     width = INTERVALS[interval]
     start, end = timeseries_window(interval, start, end)
-    filters = {"service": service, "endpoint": endpoint, "start": start, "end": end}
-    used = {"start", "end"} | {name for name in ("service", "endpoint") if filters[name]}
-    raw = ApiRequest.objects.filter(time__gte=start, time__lt=end, **_series_filter(filters)).order_by()
+    query = ReadQuery.of_series(start=start, end=end, service=service, endpoint=endpoint, precision=precision)
+    filters, used, raw = query.filters, query.used, query.queryset.order_by()
     truncated = rollups.BucketStart("time", width)
     if _is_global(filters, used):
         return _global_timeseries(interval, start, end, with_p95, _precision_of(precision, filters, used))
@@ -747,8 +775,9 @@ SERIES_MAX_ROWS = 10_000
 def series(*, start: datetime, end: datetime, service: str | None = None,
            max_rows: int = SERIES_MAX_ROWS) -> dict:
     """The (service, endpoint) pairs with events in [start, end), with their hits, for pickers."""
-    filters = {"start": start, "end": end, "service": service}
-    plan = _plan(filters, {name for name, value in filters.items() if value})
+    query = ReadQuery.of_series(start=start, end=end, service=service)
+    filters = query.filters
+    plan = _plan(filters, query.used)
     if plan is not None:
         pieces, edges = plan
         parts = [_per_series(_rollup_part(filters, *piece), {"hits": Sum("hits")}) for piece in pieces]
@@ -758,8 +787,7 @@ def series(*, start: datetime, end: datetime, service: str | None = None,
     else:
         # Less than one whole hour, or rollups that are plain views: the raw events of the
         # window, by the (time) index.
-        raw = ApiRequest.objects.filter(time__gte=start, time__lt=end, **_series_filter(filters))
-        parts = [_per_series(raw, {"hits": Count("id")})]
+        parts = [_per_series(query.queryset, {"hits": Count("id")})]
         source = "raw"
     hits: dict[tuple[str, str], int] = {}
     for part in parts:

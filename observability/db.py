@@ -148,6 +148,15 @@ def _deadline(connection, timeout):
         yield
 
 
+def round_trip_progressing(connection=default_connection) -> None:
+    """The current round trip is making progress (a COPY sent another chunk): restart the
+    watchdog's clock on it, so a long COPY that keeps moving is never cut as frozen."""
+    if is_postgresql(connection):
+        from apm_platform import dbguard
+
+        dbguard.still_working()
+
+
 # --- When the database can't answer: 503, or 504 for a query past its time limit ------------
 
 

@@ -25,13 +25,13 @@ import msgspec
 from django.conf import settings
 from django.db import connection, transaction
 
-from observability import body, retention, rollups
+from observability import body, db, rollups
+from observability.constants import MAX_LATENCY_MS
 from observability.models import METHODS, ApiRequest
 
 # Column order of the COPY and of the tuples the validator returns.
 COLUMNS = ("time", "service", "endpoint", "method", "status_code", "latency_ms", "trace_id", "user_ref")
 MAX_REPORTED_ERRORS = 100
-MAX_LATENCY_MS = 86_400_000  # API.md: a latency is at most one day
 # The model's column widths, in characters.
 SERVICE_MAX, ENDPOINT_MAX, TRACE_ID_MAX, USER_REF_MAX = (
     ApiRequest._meta.get_field(name).max_length for name in ("service", "endpoint", "trace_id", "user_ref"))
@@ -834,7 +834,7 @@ def ingest_events(events: list, *, strict: bool, escape: bool = True) -> IngestR
     horizon = time_horizon()
     # Events older than the raw retention would be dropped by the next policy run (and a
     # refresh over them would erase rollup buckets): each is that event's error.
-    too_old_before = retention.raw_horizon()
+    too_old_before = rollups.raw_horizon()
     # A typed batch (see parse_batch) is turned into rows in one tight loop, as far as its
     # events are plainly valid: all of them, as a rule.
     write = _typed_rows(events, plain, horizon, too_old_before)
@@ -848,7 +848,7 @@ def ingest_events(events: list, *, strict: bool, escape: bool = True) -> IngestR
             event = decode_event(event)
         row = validate_event(event, plain=plain, horizon=horizon)
         if too_old_before is not None and type(row) is tuple and row[0] < too_old_before:
-            row = {"time": [retention.too_old(row[0], too_old_before)]}
+            row = {"time": [rollups.too_old(row[0], too_old_before)]}
         if type(row) is tuple:
             events[write] = row
             write += 1
@@ -931,7 +931,7 @@ class _CopySource:
         self._escape = escape
 
     def read(self, size: int = -1) -> str:
-        _still_working()  # the server took the last chunk: the COPY is alive, not stuck
+        db.round_trip_progressing()  # the server took the last chunk: the COPY is alive, not stuck
         start = self._next
         if start >= len(self._rows):
             return ""
@@ -967,8 +967,3 @@ def _copy_rows(rows: list[tuple], *, escape: bool) -> None:
             cursor.cursor.copy_expert(f"COPY {table} ({columns}) FROM STDIN", _CopySource(rows, escape=escape))
 
 
-def _still_working() -> None:
-    if connection.vendor == "postgresql":
-        from apm_platform import dbguard
-
-        dbguard.still_working()

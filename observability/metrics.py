@@ -1,9 +1,10 @@
 """The service's own metrics, served at /metrics in Prometheus text format.
 
 django-prometheus counts requests, responses, latency by view and database errors (its database
-backends wrap every query); this module adds what an operator of an APM backend watches: events
+backends wrap every query); this module holds the instruments the write path and the rollups record into: events
 accepted, rejected and bytes per ingest endpoint, ingest request duration, rollup refresh
-duration, and how far each continuous aggregate lags behind (now minus its watermark).
+duration. The scrape-time collectors (rollup lag) and the /metrics view itself sit in
+`metrics_view.py`, beside what they read, so nothing low in the stack imports them back.
 
 Under gunicorn every worker is a separate process: with PROMETHEUS_MULTIPROC_DIR set (gunicorn.conf.py
 sets one per server) prometheus_client writes each worker's values to files there and the
@@ -14,17 +15,10 @@ request.
 from __future__ import annotations
 
 import functools
-import os
 import time
 from contextlib import contextmanager
-from datetime import UTC, datetime
 
-import prometheus_client
-from django.http import HttpResponse, JsonResponse
-from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess
-from prometheus_client.core import GaugeMetricFamily
-
-from observability import db
+from prometheus_client import Counter, Histogram
 
 INGEST_EVENTS = Counter(
     "apm_ingest_events_total", "Events received by an ingest endpoint, by outcome (accepted = stored).",
@@ -92,50 +86,3 @@ def refresh_timer(relation: str):
         yield
     finally:
         REFRESH_DURATION.labels(relation).observe(time.perf_counter() - began)
-
-
-class RollupLagCollector:
-    """apm_rollup_lag_seconds{relation}: now minus each continuous aggregate's watermark, read
-    from the database at scrape time (so every worker reports the same, current value)."""
-
-    def collect(self):
-        from observability import retention, rollups
-
-        lag = GaugeMetricFamily("apm_rollup_lag_seconds",
-                                "Now minus the continuous aggregate's watermark (buckets after it are "
-                                "aggregated from raw events at query time).", labels=["relation"])
-        if db.ping() is None:
-            now = datetime.now(UTC)
-            for agg in retention.continuous_aggregates():
-                watermark = rollups.watermark(agg.view)
-                if watermark is not None:
-                    lag.add_metric([agg.view], (now - watermark).total_seconds())
-        yield lag
-
-
-def exposition() -> bytes:
-    """Every metric of the server in Prometheus text format."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
-    else:
-        registry = prometheus_client.REGISTRY  # one process: runserver, tests
-    lag = CollectorRegistry(auto_describe=False)
-    lag.register(RollupLagCollector())
-    return prometheus_client.generate_latest(registry) + prometheus_client.generate_latest(lag)
-
-
-def metrics_view(request):
-    """GET /metrics: the Prometheus scrape target."""
-    from observability import access
-
-    # /metrics needs a `read` (or `admin`) key, as every GET does: it tells how much traffic
-    # which endpoints take. Prometheus sends the key with `authorization: {credentials: <key>}`.
-    if (denied := access.check(request, "read")) is not None:
-        return denied
-    if request.method not in ("GET", "HEAD"):
-        return HttpResponse(status=405, headers={"Allow": "GET, HEAD"})
-    if unknown := sorted(set(request.GET) - {"format"}):
-        # API.md: a parameter an endpoint does not know is a 400 that names it.
-        return JsonResponse({"detail": f"Unknown query parameter(s): {', '.join(unknown)}."}, status=400)
-    return HttpResponse(exposition(), content_type=prometheus_client.CONTENT_TYPE_LATEST)

@@ -25,76 +25,20 @@ from datetime import UTC, datetime, timedelta
 from django.conf import settings
 from django.db import DatabaseError, transaction
 from django.db import connection as default_connection
-from rest_framework.exceptions import APIException
 
-from observability import db
+from observability import db, rollups
+from observability.constants import DAY, FINE_WINDOW_DAYS, HOUR, TIER_SETTINGS
+from observability.rollups import retention_days, tier_for
 
-RAW = "observability_apirequest"
-DAY = timedelta(days=1)
-HOUR = timedelta(hours=1)
-# The fine tier (buckets under an hour) serves only the last hour or so of a query: it is
-# refreshed, and kept exact for late data, over its last FINE_WINDOW_DAYS only.
-FINE_WINDOW_DAYS = 2
-TIER_SETTINGS = {
-    "raw": "APM_RETENTION_RAW_DAYS",
-    "fine": "APM_RETENTION_FINE_DAYS",
-    "hourly": "APM_RETENTION_HOURLY_DAYS",
-    "daily": "APM_RETENTION_DAILY_DAYS",
-}
+RAW = rollups.RAW
 
 
 class PolicyError(RuntimeError):
     """The retention/compression settings can't be applied as given (the message says why)."""
 
 
-# --- Settings -------------------------------------------------------------------------------
-
-
-def tier_for(width: timedelta) -> str:
-    """The retention tier of a rollup with buckets of `width`."""
-    if width < HOUR:
-        return "fine"
-    if width < DAY:
-        return "hourly"
-    return "daily"
-
-
-def retention_days(tier: str) -> int:
-    """Days `tier` keeps its data; 0 is forever."""
-    return getattr(settings, TIER_SETTINGS[tier])
-
-
 def compress_after_days() -> int:
     return settings.APM_COMPRESS_AFTER_DAYS
-
-
-def raw_horizon(now: datetime | None = None) -> datetime | None:
-    """The oldest time a raw event is kept for, or None when raw events are kept forever."""
-    days = retention_days("raw")
-    if not days:
-        return None
-    return (now or datetime.now(UTC)) - timedelta(days=days)
-
-
-def too_old(when: datetime, horizon: datetime | None) -> str | None:
-    """The per-event error for an event older than the raw retention, else None.
-
-    Ingest calls this with `raw_horizon()` computed once per batch: an event that would be
-    deleted by the next prune (or that lands in a dropped chunk's range, which a refresh would
-    then erase from the rollups) is refused on every database alike, with this message.
-    """
-    if horizon is None or when >= horizon:
-        return None
-    return (f"Older than the raw retention: events before {horizon.isoformat(timespec='seconds')} "
-            f"are not stored (APM_RETENTION_RAW_DAYS={retention_days('raw')}).")
-
-
-def bound_refresh_start(start: datetime | None, now: datetime | None = None) -> datetime | None:
-    """`start` moved up to the raw horizon: a refresh must never cover dropped raw chunks."""
-    horizon = raw_horizon(now)
-    if horizon is None:
-        return start
-    return horizon if start is None or start < horizon else start
 
 
 # --- The continuous aggregates, from TimescaleDB's catalogue ----------------------------------
@@ -307,8 +251,6 @@ def apply_policies(connection=default_connection) -> list[str]:
 
 
 def _built_in_columnstore_days(view: str) -> int:
-    from observability import rollups  # here: rollups imports this module
-
     rollup = rollups.BY_RELATION.get(view)
     after = rollup and rollup.columnstore_after
     return math.ceil(after / DAY) if after else 0
@@ -365,8 +307,6 @@ def convert_columnar_now(connection=default_connection) -> list[str]:
     (`rollups.Rollup.columnstore_after`) would do on their next run, now, and planner
     statistics over the new batches (which have none until autovacuum gets to them). The
     relations done; nothing without TimescaleDB."""
-    from observability import rollups  # here: rollups imports this module
-
     columnar = [r.relation for r in rollups.aggregates() if r.columnstore_after]
     if not db.rollups_are_continuous(connection):
         return []
@@ -461,38 +401,3 @@ def raw_missing_before(start: datetime | None, connection=default_connection) ->
             if cursor.fetchone()[0]:
                 return kept
     return None
-
-
-class RawEventsDropped(APIException):
-    """A query needs raw events that the retention has dropped while the rollups still count
-    them: answering from what is left would give silently partial numbers."""
-
-    status_code = 400
-    default_code = "raw_events_dropped"
-
-
-def require_raw_events(*, filters: dict, used_filters: set[str], with_p95: bool,
-                       precision: str = "exact", connection=default_connection) -> None:
-    """Raise RawEventsDropped when a KPI or top-endpoints query would read raw events from a
-    window whose raw events are gone (exact percentiles, raw-only filters, or an edge that is
-    not a whole hour), naming the earliest `start` that can be answered."""
-    from observability import analytics, rollups  # the read path's own rule for what rollups answer
-
-    start = filters.get("start")
-    try:
-        unaligned = start is not None and start != rollups.floor(start, HOUR)
-    except OverflowError:
-        unaligned = True
-    needs_raw = (with_p95 and precision == "exact") or not analytics.can_use_rollup(used_filters) or unaligned
-    if not needs_raw:
-        return
-    kept = raw_missing_before(start, connection)
-    if kept is None:
-        return
-    since = kept.astimezone(UTC).isoformat().replace("+00:00", "Z")
-    raise RawEventsDropped(
-        f"Raw events before {since} have been dropped (APM_RETENTION_RAW_DAYS), and this query needs "
-        f"them: exact percentiles, a filter the rollups don't have, or a start that is not a whole hour. "
-        f"Set start={since} or later, or use with_p95=false with whole-hour bounds and only the "
-        "service/endpoint/start/end filters, which the rollups answer for their whole history."
-    )

@@ -15,11 +15,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from django.conf import settings
 from django.db import DatabaseError, OperationalError, connection, transaction
 from django.db.models import Case, DateTimeField, F, FloatField, Func, IntegerField, Q, Value, When
 from django.db.models.functions import Cast, Floor, Least, Ln
 
-from observability import db, metrics, retention
+from observability import db, metrics
+from observability.constants import DAY, EPOCH, FINE_WINDOW_DAYS, HOUR, MAX_LATENCY_MS, MINUTE, TIER_SETTINGS
 from observability.models import (
     ApiRequest,
     ApiRequestDaily,
@@ -35,14 +37,53 @@ from observability.models import (
 )
 
 logger = logging.getLogger(__name__)
-MINUTE = timedelta(minutes=1)
-HOUR = timedelta(hours=1)
-DAY = timedelta(days=1)
-# One epoch for every bucket: TimescaleDB's time_bucket and PostgreSQL's date_bin with the
-# origin the migrations use both align hours and days to it (2000-01-01 is a multiple of a day
-# after 1970-01-01), and so does SQLite's strftime.
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 RAW = ApiRequest._meta.db_table
+
+
+# --- Tiers and horizons: how long each kind of rollup keeps its data ---------------------------
+
+
+def tier_for(width: timedelta) -> str:
+    """The retention tier of a rollup with buckets of `width`."""
+    if width < HOUR:
+        return "fine"
+    if width < DAY:
+        return "hourly"
+    return "daily"
+
+
+def retention_days(tier: str) -> int:
+    """Days `tier` keeps its data; 0 is forever."""
+    return getattr(settings, TIER_SETTINGS[tier])
+
+
+def raw_horizon(now: datetime | None = None) -> datetime | None:
+    """The oldest time a raw event is kept for, or None when raw events are kept forever."""
+    days = retention_days("raw")
+    if not days:
+        return None
+    return (now or datetime.now(UTC)) - timedelta(days=days)
+
+
+def too_old(when: datetime, horizon: datetime | None) -> str | None:
+    """The per-event error for an event older than the raw retention, else None.
+
+    Ingest calls this with `raw_horizon()` computed once per batch: an event that would be
+    deleted by the next prune (or that lands in a dropped chunk's range, which a refresh would
+    then erase from the rollups) is refused on every database alike, with this message.
+    """
+    if horizon is None or when >= horizon:
+        return None
+    return (f"Older than the raw retention: events before {horizon.isoformat(timespec='seconds')} "
+            f"are not stored (APM_RETENTION_RAW_DAYS={retention_days('raw')}).")
+
+
+def bound_refresh_start(start: datetime | None, now: datetime | None = None) -> datetime | None:
+    """`start` moved up to the raw horizon: a refresh must never cover dropped raw chunks."""
+    horizon = raw_horizon(now)
+    if horizon is None:
+        return start
+    return horizon if start is None or start < horizon else start
 
 
 @dataclass(frozen=True)
@@ -101,7 +142,7 @@ CATALOGUE: tuple[Rollup, ...] = (
     # the KPIs and time series of all traffic in one small read. The minute one is the fine
     # tier: read only past the hourly one's watermark, so the raw tail stays a few minutes.
     Rollup("apirequest_global_minute", "stats", MINUTE, (), RAW, GlobalLatencyMinute,
-           Refresh(timedelta(seconds=15), timedelta(seconds=15)), window=timedelta(days=retention.FINE_WINDOW_DAYS)),
+           Refresh(timedelta(seconds=15), timedelta(seconds=15)), window=timedelta(days=FINE_WINDOW_DAYS)),
     Rollup("apirequest_global_hourly", "stats", HOUR, (), RAW, GlobalLatencyHourly,
            Refresh(timedelta(0), timedelta(minutes=5))),
     Rollup("apirequest_global_daily", "stats", DAY, (), "apirequest_global_hourly", GlobalLatencyDaily,
@@ -158,7 +199,7 @@ GAMMA = 1.02
 # Reporting the midpoint 2γ^(k+1)/(γ+1) of bin [γ^k, γ^(k+1)) is off by at most (γ-1)/(γ+1)
 # of the true value, and so is any interpolation between two such values.
 MAX_RELATIVE_ERROR = (GAMMA - 1) / (GAMMA + 1)
-CAP_MS = 86_400_000.0  # latencies stored above the ingest limit count as this much
+CAP_MS = float(MAX_LATENCY_MS)  # latencies stored above the ingest limit count as this much
 ZERO_BIN = -32768  # latencies below 0.01 ms, reported as 0
 ZERO_BELOW_MS = 0.01
 
@@ -299,7 +340,7 @@ def refresh(relation: str, start: datetime | None, end: datetime | None, *, atte
     if not db.is_continuous_aggregate(relation):
         return False
     # Never over dropped raw chunks: that would erase the buckets the rollup still keeps.
-    start = retention.bound_refresh_start(start)
+    start = bound_refresh_start(start)
     rollup = BY_RELATION[relation]
     if rollup.window is not None:
         # On a bucket boundary: TimescaleDB rounds a window inward and refuses one that holds
@@ -507,8 +548,8 @@ def _fine_mark(family: Family) -> datetime | None:
     if mark is None or mark == NOTHING_MATERIALIZED:
         return None
     # How far back the fine tier holds exact minutes: its refresh window, or its retention.
-    kept = [span for span in (family.fine.window, timedelta(days=retention.retention_days(
-        retention.tier_for(family.fine.width)))) if span]
+    kept = [span for span in (family.fine.window, timedelta(days=retention_days(
+        tier_for(family.fine.width)))) if span]
     if kept and mark < datetime.now(UTC) - min(kept) + HOUR:
         return None
     return mark

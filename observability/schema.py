@@ -20,8 +20,8 @@ from drf_spectacular.extensions import OpenApiSerializerFieldExtension
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.plumbing import ResolvedComponent, build_parameter_type
 
+from observability.constants import MAX_LATENCY_MS
 from observability.filters import TextFilter
-from observability.ingest import MAX_LATENCY_MS
 from observability.pagination import MAX_PAGE_SIZE
 from observability.params import declared, filterset_class_for, is_paginated
 

@@ -10,11 +10,11 @@ from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from observability import analytics, ingest, retention
+from observability import analytics, ingest, rollups
+from observability.constants import SOURCES
 from observability.models import METHODS, ApiRequest
 
 # The event contract's bounds (API.md "The event"), given to the schema; ingest.py enforces them.
-MAX_LATENCY_MS = 86_400_000
 METHOD_SPELLINGS = (*METHODS, *(m.lower() for m in METHODS))
 NO_NUL = r"^[^\x00]*$"
 
@@ -70,7 +70,7 @@ class ApiRequestSerializer(serializers.ModelSerializer):
 
     def to_internal_value(self, data):
         cleaned, errors = ingest.validate_fields(data, partial=self.partial)
-        if "time" in cleaned and (message := retention.too_old(cleaned["time"], retention.raw_horizon())):
+        if "time" in cleaned and (message := rollups.too_old(cleaned["time"], rollups.raw_horizon())):
             errors["time"] = [message]
         if errors:
             raise serializers.ValidationError(errors)
@@ -214,7 +214,7 @@ class _Percentiles(_Counts):
 
 
 class KpiSerializer(_Percentiles, _Precision):
-    source = serializers.ChoiceField(choices=("hourly", "raw"))
+    source = serializers.ChoiceField(choices=SOURCES)
 
 
 class TimeseriesRowSerializer(_Percentiles):
@@ -223,7 +223,7 @@ class TimeseriesRowSerializer(_Percentiles):
 
 class TimeseriesSerializer(_Precision):
     interval = serializers.ChoiceField(choices=("hour", "day"))
-    source = serializers.ChoiceField(choices=("hourly", "raw"))
+    source = serializers.ChoiceField(choices=SOURCES)
     results = TimeseriesRowSerializer(many=True)
 
 
@@ -239,7 +239,7 @@ class TopEndpointRowSerializer(_Counts):
 
 class TopEndpointsSerializer(_Precision):
     results = TopEndpointRowSerializer(many=True)
-    source = serializers.ChoiceField(choices=("hourly", "raw"))
+    source = serializers.ChoiceField(choices=SOURCES)
 
 
 class SeriesRowSerializer(serializers.Serializer):
@@ -250,7 +250,7 @@ class SeriesRowSerializer(serializers.Serializer):
 
 class SeriesSerializer(serializers.Serializer):
     results = SeriesRowSerializer(many=True)
-    source = serializers.ChoiceField(choices=("hourly", "raw"))
+    source = serializers.ChoiceField(choices=SOURCES)
     truncated = serializers.BooleanField(help_text="true when more than 10,000 pairs were cut.")
 
 

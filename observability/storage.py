@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from django.db import connection as default_connection
 
-from observability import db, retention
+from observability import db, retention, rollups
 
 # (relation, time column) of the rollups where they are plain views (no TimescaleDB).
 _VIEWS = (("apirequest_hourly", "bucket"), ("apirequest_daily", "bucket"))
@@ -68,7 +68,7 @@ def _timescale_row(name: str, kind: str, hypertable_sql: str, column: str, tier:
 def relations(connection=default_connection) -> list[dict]:
     """One dict per relation (raw events, each rollup): rows, sizes, compression, time span and
     the retention and columnstore settings in force."""
-    raw_days = retention.retention_days("raw")
+    raw_days = rollups.retention_days("raw")
     if db.is_hypertable(retention.RAW, connection):
         quote = connection.ops.quote_name
         result = [_timescale_row(retention.RAW, "hypertable", quote(retention.RAW), "time", "raw", connection)]

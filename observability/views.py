@@ -13,11 +13,12 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from apm_platform.parsers import EventJSONParser, UnreadBodyParser
-from observability import access, analytics, db, ingest, metrics, otlp, retention, rollups
+from observability import access, analytics, db, ingest, metrics, otlp, rollups
 from observability.filters import ApiRequestFilter, RollupFilter
 from observability.models import ApiRequest
 from observability.params import StrictQueryParamsMixin
+from observability.parsers import EventJSONParser, UnreadBodyParser
+from observability.query import ReadQuery
 from observability.serializers import (
     ApiRequestSerializer,
     HealthParamSerializer,
@@ -43,6 +44,12 @@ def _filterset(filterset_class, request, queryset):
     if not filterset.is_valid():
         raise ValidationError(filterset.errors)
     return filterset
+
+
+def _read_query(request, precision: str) -> ReadQuery:
+    """The typed read query of an event-filtered analytics action (400 on a bad filter)."""
+    return ReadQuery.from_filterset(_filterset(ApiRequestFilter, request, ApiRequest.objects.all()),
+                                    precision=precision)
 
 
 # Each action declares its query parameters (filterset_class, query_serializer, paginated: see
@@ -141,14 +148,8 @@ class ApiRequestViewSet(StrictQueryParamsMixin, viewsets.ModelViewSet):
     def kpis(self, request):
         """Hits, errors, error rate and latency (avg, max, p50/p90/p95/p99) over the filtered events."""
         params = self.query_params()
-        filterset = _filterset(ApiRequestFilter, request, ApiRequest.objects.all())
-        retention.require_raw_events(filters=filterset.form.cleaned_data, used_filters=filterset.used_filters(),
-                                     with_p95=params["with_p95"] or params.get("sort") == "p95_latency_ms",
-                                     precision=params.get("precision", "exact"))
-        return Response(analytics.kpis(
-            queryset=filterset.qs, filters=filterset.form.cleaned_data,
-            used_filters=filterset.used_filters(), **params,
-        ))
+        query = _read_query(request, params.pop("precision"))
+        return Response(analytics.kpis(query=query, **params))
 
     @extend_schema(responses=TopEndpointsSerializer)
     @action(detail=False, methods=["get"], url_path="top-endpoints", filterset_class=ApiRequestFilter,
@@ -156,14 +157,8 @@ class ApiRequestViewSet(StrictQueryParamsMixin, viewsets.ModelViewSet):
     def top_endpoints(self, request):
         """Service x endpoint series ranked by a chosen measure."""
         params = self.query_params()
-        filterset = _filterset(ApiRequestFilter, request, ApiRequest.objects.all())
-        retention.require_raw_events(filters=filterset.form.cleaned_data, used_filters=filterset.used_filters(),
-                                     with_p95=params["with_p95"] or params.get("sort") == "p95_latency_ms",
-                                     precision=params.get("precision", "exact"))
-        return Response(analytics.top_endpoints(
-            queryset=filterset.qs, filters=filterset.form.cleaned_data,
-            used_filters=filterset.used_filters(), **params,
-        ))
+        query = _read_query(request, params.pop("precision"))
+        return Response(analytics.top_endpoints(query=query, **params))
 
     @extend_schema(responses=TimeseriesSerializer)
     @action(detail=False, methods=["get"], query_serializer=TimeseriesParamSerializer)

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from django.core.management import CommandError, call_command
 from django.db import connection
-from django.test import SimpleTestCase, TestCase, TransactionTestCase, override_settings
+from django.test import TestCase, TransactionTestCase, override_settings
 
 from observability import db, ingest, retention, rollups
 from observability.models import ApiRequest
@@ -31,30 +31,6 @@ def store(events):
     rows = [ingest.validate_event(event) for event in events]
     assert all(type(row) is tuple for row in rows), rows
     return ingest.store_rows(rows)
-
-
-class TierTests(SimpleTestCase):
-    def test_a_rollup_tier_follows_its_bucket_width(self):
-        self.assertEqual(retention.tier_for(timedelta(minutes=1)), "fine")
-        self.assertEqual(retention.tier_for(timedelta(minutes=5)), "fine")
-        self.assertEqual(retention.tier_for(HOUR), "hourly")
-        self.assertEqual(retention.tier_for(6 * HOUR), "hourly")
-        self.assertEqual(retention.tier_for(DAY), "daily")
-        self.assertEqual(retention.tier_for(7 * DAY), "daily")
-
-    def test_the_code_default_keeps_everything(self):
-        self.assertIsNone(retention.raw_horizon())
-        self.assertIsNone(retention.too_old(datetime(1990, 1, 1, tzinfo=UTC), retention.raw_horizon()))
-        self.assertIsNone(retention.bound_refresh_start(None))
-
-    @override_settings(APM_RETENTION_RAW_DAYS=30)
-    def test_refresh_starts_are_moved_up_to_the_raw_horizon(self):
-        now = datetime(2026, 6, 1, tzinfo=UTC)
-        horizon = datetime(2026, 5, 2, tzinfo=UTC)
-        self.assertEqual(retention.bound_refresh_start(None, now), horizon)
-        self.assertEqual(retention.bound_refresh_start(datetime(2026, 1, 1, tzinfo=UTC), now), horizon)
-        later = datetime(2026, 5, 20, tzinfo=UTC)
-        self.assertEqual(retention.bound_refresh_start(later, now), later)
 
 
 @override_settings(APM_RETENTION_RAW_DAYS=30)

@@ -4,7 +4,7 @@ from datetime import UTC, datetime
 
 from django.core.management.base import BaseCommand, CommandError
 
-from observability import db, retention, rollups
+from observability import db, rollups
 from observability.progress import Progress
 
 
@@ -42,7 +42,7 @@ class RefreshCommand(BaseCommand):
         end = end or began
         # Bounded by the raw retention: a window over dropped raw chunks would erase buckets
         # (rollups.refresh bounds every refresh; here it also makes the summary line true).
-        start = retention.bound_refresh_start(start)
+        start = rollups.bound_refresh_start(start)
         # The latency histograms of the same width go with it, so percentiles stay in step.
         width = rollups.BY_RELATION[self.relation].width
         relations = [rollup.relation for rollup in rollups.aggregates() if rollup.width == width]

@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from observability import db, retention
+from observability import db, retention, rollups
 
 
 class Command(BaseCommand):
@@ -15,7 +15,7 @@ class Command(BaseCommand):
         if not lines:
             self.stdout.write(
                 f"No policies on {db.describe()}: the rollups are views over the raw table; "
-                f"run prune_requests from cron to keep APM_RETENTION_RAW_DAYS={retention.retention_days('raw')}."
+                f"run prune_requests from cron to keep APM_RETENTION_RAW_DAYS={rollups.retention_days('raw')}."
             )
             return
         for line in lines:

@@ -2,7 +2,7 @@ from datetime import UTC, datetime, timedelta
 
 from django.core.management.base import BaseCommand, CommandError
 
-from observability import db, retention
+from observability import db, retention, rollups
 from observability.progress import Progress
 
 
@@ -34,7 +34,7 @@ class Command(BaseCommand):
             seconds = (datetime.now(UTC) - began).total_seconds()
             self.stdout.write(f"Ran {len(runs)} TimescaleDB policy jobs in {seconds:.2f}s.")
             return
-        days = retention.retention_days("raw") if days is None else days
+        days = rollups.retention_days("raw") if days is None else days
         if not days:
             self.stdout.write("Nothing pruned: APM_RETENTION_RAW_DAYS=0 keeps raw events forever.")
             return

@@ -3,6 +3,7 @@ import json
 from django.core.management.base import BaseCommand
 
 from observability import db, retention, storage
+from observability.constants import TIER_SETTINGS
 
 
 def _size(value) -> str:
@@ -41,7 +42,7 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         rows = storage.relations()
         settings = {name: getattr(retention.settings, name) for name in
-                    (*retention.TIER_SETTINGS.values(), "APM_COMPRESS_AFTER_DAYS")}
+                    (*TIER_SETTINGS.values(), "APM_COMPRESS_AFTER_DAYS")}
         if options["json"]:
             document = {"database": db.describe(), "settings": settings,
                         "relations": [{**row, "oldest": _iso(row["oldest"]), "newest": _iso(row["newest"])}

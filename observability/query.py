@@ -1,0 +1,62 @@
+"""One read, described once: the typed query every analytics function and the window guard take.
+
+A read arrives as a FilterSet (the event filters of /kpis/ and /top-endpoints/) or as a few
+validated parameters (/timeseries/, /series/). Either way it is turned here, once, into a frozen
+`ReadQuery`: the cleaned filter values, the names the client gave a value for, the precision
+asked for and the raw-event queryset those filters select. The read path then asks it, rather
+than rebuilding "which filters were used" by hand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from types import MappingProxyType
+
+from django.db.models import QuerySet
+
+from observability.filters import ROLLUP_FILTERS
+from observability.models import ApiRequest
+
+
+@dataclass(frozen=True)
+class ReadQuery:
+    filters: Mapping  # cleaned values by filter name (read-only)
+    used: frozenset[str]  # the filters the client gave a value for
+    queryset: QuerySet  # the raw events the filters select
+    precision: str = "exact"
+
+    @classmethod
+    def from_filterset(cls, filterset, *, precision: str = "exact") -> ReadQuery:
+        """The query of a validated FilterSet (`is_valid()` already true)."""
+        return cls(filters=MappingProxyType(dict(filterset.form.cleaned_data)),
+                   used=frozenset(filterset.used_filters()), queryset=filterset.qs, precision=precision)
+
+    @classmethod
+    def of_series(cls, *, start: datetime, end: datetime, service: str | None = "", endpoint: str | None = "",
+                  precision: str = "exact") -> ReadQuery:
+        """The events of one series (or all, for blank names) in [start, end)."""
+        filters = {"service": service, "endpoint": endpoint, "start": start, "end": end}
+        series = {name: filters[name] for name in ("service", "endpoint") if filters[name]}
+        return cls(filters=MappingProxyType(filters), used=frozenset(name for name, value in filters.items() if value),
+                   queryset=ApiRequest.objects.filter(time__gte=start, time__lt=end, **series),
+                   precision=precision)
+
+    @property
+    def start(self) -> datetime | None:
+        return self.filters.get("start")
+
+    @property
+    def end(self) -> datetime | None:
+        return self.filters.get("end")
+
+    @property
+    def raw_only(self) -> frozenset[str]:
+        """The filters only the raw table can answer (method, status, latency, ...)."""
+        return self.used - ROLLUP_FILTERS
+
+    @property
+    def on_rollups(self) -> bool:
+        """True when every filter the client gave is one the rollups can answer."""
+        return not self.raw_only
