@@ -125,6 +125,8 @@ def json_exception_handler(exc, context):
     if isinstance(exc, errors.QueryRefused):
         # The app's domain refusals: one mapping to HTTP, here, for every view.
         return Response({"detail": str(exc)}, status=exc.status)
+    if isinstance(exc, errors.RateLimited):
+        exc = exceptions.Throttled(wait=exc.retry_after, detail=str(exc))  # 429 with Retry-After
     response = exception_handler(exc, context)
     if response is None:
         return None

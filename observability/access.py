@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import math
 import re
 import secrets
 import threading
@@ -51,7 +50,7 @@ WWW_AUTHENTICATE = 'Bearer realm="apm"'
 _KEY_SHAPE = re.compile(r"apm_([0-9a-f]{8})_[A-Za-z0-9_-]{1,200}")
 
 __all__ = [
-    "ApiKeyAuthentication", "Principal", "ScopePermission", "SessionAuthentication", "charge_ingest",
+    "ApiKeyAuthentication", "Principal", "ScopePermission", "SessionAuthentication", "principal_for",
     "check", "create_key", "login_required", "revoke_key",
 ]
 
@@ -295,15 +294,6 @@ def clear_rate_limits() -> None:
         _buckets.clear()
 
 
-def charge_ingest(request, events: int) -> None:
-    """Charge `events` to the caller's ingest rate limit, or raise a 429 with Retry-After."""
-    principal = getattr(request, "apm_principal", None) or principal_of(getattr(request, "user", None))
-    if principal is None:
-        return
-    wait = ingest_wait(principal, events)
-    if wait:
-        raise exceptions.Throttled(
-            wait=math.ceil(wait),
-            detail=f"Ingest rate limit of {settings.APM_INGEST_RATE_LIMIT:g} events/s per key exceeded "
-                   f"({events} events sent); nothing was stored.",
-        )
+def principal_for(request) -> Principal | None:
+    """The caller of a request: the one `check` (or DRF's authentication) found, else its user's."""
+    return getattr(request, "apm_principal", None) or principal_of(getattr(request, "user", None))

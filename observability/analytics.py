@@ -35,11 +35,11 @@ from django.db.models import (
 from django.db.models.functions import Cast, Trunc
 
 from observability import db, retention, rollups
-from observability.apps import percentile_cont, sorted_values_of
 from observability.errors import RawEventsDropped
 from observability.filters import ROLLUP_FILTERS
 from observability.models import ApiRequest, ApiRequestDaily, ApiRequestHourly
 from observability.query import ReadQuery
+from observability.sqlite_functions import percentile_cont, sorted_values_of
 
 FRACTIONS = (0.5, 0.9, 0.95, 0.99)
 PERCENTILE_KEYS = ("p50_latency_ms", "p90_latency_ms", "p95_latency_ms", "p99_latency_ms")

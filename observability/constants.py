@@ -1,14 +1,20 @@
-"""One home for the facts several layers share: the latency cap, bucket widths, tiers, sources.
+"""One home for the facts several layers share: the latency cap, field widths, bucket widths,
+tiers, sources.
 
-Nothing here imports application code, so every module may import it (it sits at the bottom
-with the models). Field widths come from the model's `_meta` where a module needs them.
+Only the models are imported (for the field widths, read from their `_meta` so a migration
+that widens a column changes them too), so every module may import this one.
 """
 
 from datetime import UTC, datetime, timedelta
 
+from observability.models import ApiRequest
+
 # API.md: an event's latency is at most one day. Ingest refuses more; the rollups count a row
 # stored above it (before the cap existed) as this much.
 MAX_LATENCY_MS = 86_400_000
+# The raw table's column widths, in characters.
+SERVICE_MAX, ENDPOINT_MAX, TRACE_ID_MAX, USER_REF_MAX = (
+    ApiRequest._meta.get_field(name).max_length for name in ("service", "endpoint", "trace_id", "user_ref"))
 
 MINUTE = timedelta(minutes=1)
 HOUR = timedelta(hours=1)

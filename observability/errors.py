@@ -17,3 +17,11 @@ class RawEventsDropped(QueryRefused):
     them: answering from what is left would give silently partial numbers."""
 
     code = "raw_events_dropped"
+
+
+class RateLimited(Exception):
+    """A caller's ingest rate limit is used up: nothing was stored; retry after `retry_after` s."""
+
+    def __init__(self, message: str, *, retry_after: int):
+        super().__init__(message)
+        self.retry_after = retry_after

@@ -13,7 +13,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from observability import access, analytics, db, ingest, metrics, otlp, rollups
+from observability import access, analytics, db, ingest, metrics, otlp
 from observability.filters import ApiRequestFilter, RollupFilter
 from observability.models import ApiRequest
 from observability.params import StrictQueryParamsMixin
@@ -75,19 +75,13 @@ class ApiRequestViewSet(StrictQueryParamsMixin, viewsets.ModelViewSet):
     action_scopes = {"create": "ingest"}
 
     def perform_create(self, serializer):
-        access.charge_ingest(self.request, 1)
-        super().perform_create(serializer)
-        rollups.refresh_after_write([serializer.instance.time])
+        serializer.instance = ingest.create_event(serializer.validated_data,
+                                                  principal=access.principal_for(self.request))
 
-    def perform_update(self, serializer):
-        before = serializer.instance.time
-        super().perform_update(serializer)
-        rollups.refresh_after_write([before, serializer.instance.time])
+    # Updates go through the serializer (ApiRequestSerializer.update -> ingest.update_event).
 
     def perform_destroy(self, instance):
-        when = instance.time
-        super().perform_destroy(instance)
-        rollups.refresh_after_write([when])
+        ingest.delete_event(instance)
 
     @extend_schema(
         request={"application/json": {"oneOf": [
@@ -105,24 +99,12 @@ class ApiRequestViewSet(StrictQueryParamsMixin, viewsets.ModelViewSet):
         """Store a batch of events: all valid ones, or with ?strict=true all or nothing."""
         strict = self.query_params()["strict"]
         try:
-            ingest.check_json_content_type(request.content_type)
-            raw = ingest.read_body(request._request)
-            escape = ingest.needs_copy_escaping(raw)
-            events = ingest.parse_batch(raw)
+            body = ingest.read_body(request._request)
         except ingest.BatchError as exc:
             return Response({"detail": exc.detail}, status=exc.status)
-        nbytes = len(raw)
-        del raw  # the decoded events are all that is needed from here on
-        sent = len(events)  # ingest_events releases the events as it goes
-        access.charge_ingest(request, sent)  # 429 before anything is stored
-        result = ingest.ingest_events(events, strict=strict, escape=escape)
-        metrics.record_ingest(endpoint="/ingest/", accepted=result.inserted, rejected=sent - result.inserted,
-                              nbytes=nbytes)
-        if strict:
-            code = status.HTTP_400_BAD_REQUEST if result.rejected else status.HTTP_201_CREATED
-        else:
-            code = status.HTTP_200_OK
-        return Response(result.as_dict(), status=code)
+        received = ingest.receive_batch(body=body, content_type=request.content_type,
+                                        principal=access.principal_for(request), strict=strict)
+        return Response(received.body, status=received.status)
 
     def _rollup(self, request, queryset, interval):
         filterset = _filterset(RollupFilter, request, queryset)
@@ -212,11 +194,7 @@ def otlp_traces(request):
         return otlp.error_response(405, "Use POST.", otlp.response_encoding(request), {"Allow": "POST"})
     if (denied := access.check(request, "ingest")):
         return otlp.from_error_response(denied, request)
-    response = otlp.receive_traces(request)
-    if (outcome := getattr(response, "otlp_outcome", None)) is not None:
-        metrics.record_ingest(endpoint="/v1/traces", accepted=outcome.accepted, rejected=outcome.rejected,
-                              nbytes=outcome.nbytes)
-    return response
+    return otlp.receive_traces(request)
 
 
 @csrf_exempt

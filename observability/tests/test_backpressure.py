@@ -29,7 +29,7 @@ class DatabaseUnavailableTests(ApiTestCase):
         self.assertIn("unavailable", response.json()["detail"])
 
     def test_ingest_answers_503_with_retry_after_and_stores_nothing_when_the_database_fails(self):
-        with mock.patch.object(ingest, "_copy_rows" if connection.vendor == "postgresql" else "ApiRequest",
+        with mock.patch.object(ingest.copy, "_copy_rows" if connection.vendor == "postgresql" else "ApiRequest",
                                side_effect=OperationalError("server closed the connection unexpectedly")), \
                 self.assertLogs("apm_platform.middleware", "WARNING"):
             self.assert_503(post_ingest(self.client, make_events(50)))

@@ -34,7 +34,7 @@ class StrictIngestTests(ApiTestCase):
             return real(rows, **kwargs)
 
         self.client.raise_request_exception = False
-        with mock.patch.object(ingest, "store_rows", sneak), \
+        with mock.patch.object(ingest.copy, "store_rows", sneak), \
                 mock.patch.object(ingest._CopySource, "CHUNK_ROWS", 100), \
                 self.assertLogs("django.request", "ERROR"):
             response = post_ingest(self.client, make_events(1000))

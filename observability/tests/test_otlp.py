@@ -311,7 +311,7 @@ class ProtobufExportTests(ApiTestCase):
         self.assertIn("text/plain", response.json()["message"])
 
     def test_a_database_outage_is_a_503_with_retry_after_and_stores_nothing(self):
-        with mock.patch("observability.ingest._copy_rows", side_effect=OperationalError("down")), \
+        with mock.patch("observability.ingest.copy._copy_rows", side_effect=OperationalError("down")), \
                 mock.patch("django.db.models.query.QuerySet.bulk_create", side_effect=OperationalError("down")), \
                 self.assertLogs("django.request", level="ERROR"), \
                 self.assertLogs("observability.otlp", level="WARNING") as logged:
@@ -329,7 +329,7 @@ class ProtobufExportTests(ApiTestCase):
     def test_the_outcome_counts_accepted_rejected_and_skipped_spans(self):
         spans = [server_span(attrs=HTTP_GET), server_span(attrs={**HTTP_GET, "http.request.method": "TRACE"}),
                  server_span(attrs=HTTP_GET, kind=Span.SPAN_KIND_CLIENT)]
-        outcome = self.post(export_request(*spans)).otlp_outcome
+        outcome = otlp.export_traces(export_request(*spans).SerializeToString(), "protobuf")
         self.assertEqual((outcome.spans, outcome.accepted, outcome.rejected, outcome.skipped), (3, 1, 1, 1))
 
 

@@ -1,73 +1,28 @@
-"""OTLP/HTTP traces -> events: decode, map SERVER spans, then the bulk ingest write path.
-
-The receiver answers as the OTLP specification asks (opentelemetry-proto
-docs/specification.md, "OTLP/HTTP"), not with the JSON error shape of the rest of the API:
-success is an empty `ExportTraceServiceResponse`, spans that can't be stored are a `200` with
-`partialSuccess` (exporters must not retry those), and failures carry a `google.rpc.Status`,
-each in the request's own encoding (binary protobuf or OTLP/JSON).
-
-OTLP/JSON is not protobuf's JSON mapping (ids are hex, not base64; enums are integers;
-int64 may be a string or a number), so JSON bodies are walked by hand after msgspec decodes
-them, rather than given to `json_format`, which would read a hex trace id as base64.
-"""
+"""The OTLP/HTTP wire: the encodings we read, cost guards that bound what a protobuf or JSON
+body may make us build, and decoding either into (span id, event or reason) pairs."""
 
 from __future__ import annotations
 
-import functools
 import json
-import logging
-import math
-import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from urllib.parse import urlsplit
 
 import msgspec
 from django.conf import settings
-from django.db import InterfaceError, OperationalError
-from django.http import HttpResponse
-from google.protobuf import descriptor_pb2, descriptor_pool, empty_pb2, json_format, message_factory
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTracePartialSuccess,
-    ExportTraceServiceResponse,
-)
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
-from observability import access, ingest
-
-logger = logging.getLogger(__name__)
+from observability.otlp.mapping import _SPAN_KEYS, DEFAULT_SERVICE, SPAN_KIND_SERVER, USER_KEY, _iso_time, span_event
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 # The content types each encoding is read from; the answer is always sent as the first.
 _CONTENT_TYPES = {PROTOBUF: "protobuf", "application/protobuf": "protobuf", JSON: "json"}
 
-SPAN_KIND_SERVER = 2
-# Seconds an exporter should wait before retrying after a 503 (database unavailable).
-RETRY_AFTER_SECONDS = 5
+
 # How many rejected spans the partialSuccess message describes one by one.
 MAX_DESCRIBED = 5
 
-# The google.rpc.Code closest to each HTTP status we answer (google/rpc/code.proto maps
-# 400, 401, 403, 404, 429, 500, 501, 503 this way; 413 and 415 have no exact code).
-_RPC_CODES = {400: 3, 401: 16, 403: 7, 404: 5, 405: 12, 411: 3, 413: 8, 415: 3, 429: 8, 500: 13, 503: 14}
-
-# Attributes read from a span (current HTTP semantic conventions first, then the older names).
-METHOD_KEYS = ("http.request.method", "http.method")
-STATUS_KEYS = ("http.response.status_code", "http.status_code")
-ROUTE_KEY = "http.route"
-PATH_KEYS = ("url.path", "http.target")
-URL_KEYS = ("url.full", "http.url")
-USER_KEY = "enduser.id"
-_SPAN_KEYS = frozenset((*METHOD_KEYS, *STATUS_KEYS, ROUTE_KEY, *PATH_KEYS, *URL_KEYS, USER_KEY))
-DEFAULT_SERVICE = "unknown_service"  # what the SDKs report when service.name is not set
-
-# A path segment that is an id, not part of the route: a number, a UUID, or long hex.
-_ID_SEGMENT = re.compile(
-    r"\d+|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|[0-9a-fA-F]{16,}"
-).fullmatch
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class OtlpError(Exception):
@@ -88,7 +43,6 @@ class ExportOutcome:
     accepted: int = 0  # stored as events
     rejected: int = 0  # SERVER HTTP spans that could not be stored (partial success)
     skipped: int = 0  # other kinds, and SERVER spans without HTTP attributes: not ours
-    nbytes: int = 0  # the body's size after decompression
     problems: list[str] = field(default_factory=list)
 
     def error_message(self) -> str:
@@ -98,96 +52,6 @@ class ExportOutcome:
         more = f" (and {self.rejected - MAX_DESCRIBED} more)" if self.rejected > MAX_DESCRIBED else ""
         return f"{self.rejected} span(s) not stored: {shown}{more}."
 
-
-# --- Mapping one span to one event ----------------------------------------------------------
-
-
-def collapse_ids(path: str) -> str:
-    """/users/42/orders/9f1c...e2 -> /users/{id}/orders/{id}: one endpoint per route."""
-    path = path.split("?", 1)[0].split("#", 1)[0]  # never store query strings
-    return "/".join("{id}" if segment and _ID_SEGMENT(segment) else segment for segment in path.split("/"))
-
-
-def derive_endpoint(get, name: str, method) -> str | None:
-    """http.route as sent; else the span name's path (`GET /users/42`) or the request path,
-    with ids collapsed; None when the span names no route or path at all. `get(key)` reads
-    a span attribute (dict.get will do)."""
-    route = get(ROUTE_KEY)
-    if type(route) is str and route:
-        return route.split("?", 1)[0]
-    if type(name) is str and type(method) is str and name.startswith(method + " /"):
-        return collapse_ids(name[len(method) + 1:])
-    for key in PATH_KEYS:
-        path = get(key)
-        if type(path) is str and path:
-            return collapse_ids(path)
-    for key in URL_KEYS:
-        url = get(key)
-        if type(url) is str and url:
-            try:
-                path = urlsplit(url).path
-            except ValueError:
-                continue
-            if path:
-                return collapse_ids(path)
-    return None
-
-
-def span_event(*, service, name, trace_id: str, start, end, get):
-    """The event dict of one SERVER span, a string saying why it can't be one, or None when
-    it is not an HTTP span (gRPC, messaging: not ours to store). `get(key)` reads one of the
-    span's attributes (None when absent), so only the attributes needed are decoded."""
-    method = get("http.request.method")
-    if method is None:
-        method = get("http.method")
-        if method is None:
-            return None
-    status = get("http.response.status_code")
-    if status is None:
-        status = get("http.status_code")
-        if status is None:
-            return "status_code: the span has no http.response.status_code (or http.status_code)"
-    endpoint = derive_endpoint(get, name, method)
-    if endpoint is None:
-        return "endpoint: the span has no http.route, route in its name, url.path or http.target"
-    if type(start) is not int or type(end) is not int or start <= 0 or end <= 0:
-        return "time: startTimeUnixNano and endTimeUnixNano must be positive integers"
-    time_ = _iso_time(start)
-    if time_ is None:
-        return "time: startTimeUnixNano is out of range"
-    user = get(USER_KEY)
-    return {
-        "time": time_,
-        "service": service,
-        "endpoint": endpoint,
-        "method": method,
-        "status_code": status,
-        "latency_ms": (end - start) / 1e6,
-        "trace_id": trace_id,
-        "user_ref": "" if user is None else user if type(user) is str else str(user),
-    }
-
-
-@functools.lru_cache(maxsize=4096)
-def _iso_minute(minute: int) -> str | None:
-    """'2026-03-02T10:15:' for minutes since the epoch; None past year 9999."""
-    try:
-        return (_EPOCH + timedelta(minutes=minute)).strftime("%Y-%m-%dT%H:%M:")
-    except OverflowError:
-        return None
-
-
-def _iso_time(unix_nano: int) -> str | None:
-    """ISO 8601 UTC text of a span timestamp, to the microsecond (what the column holds).
-
-    The minute comes from a small cache and the rest is %-formatted: a datetime and its
-    isoformat() cost about three times as much, and this runs once a span."""
-    second, nanos = divmod(unix_nano, 1_000_000_000)
-    minute, second = divmod(second, 60)
-    prefix = _iso_minute(minute)
-    if prefix is None:
-        return None
-    return "%s%02d.%06d+00:00" % (prefix, second, nanos // 1000)  # noqa: UP031 - faster than f"{:02d}"
 
 
 # --- Decoding ---------------------------------------------------------------------------------
@@ -555,197 +419,3 @@ def _is_hex(text: str) -> bool:
     return True
 
 
-# --- The export ------------------------------------------------------------------------------
-
-
-def export_traces(raw: bytes, encoding: str, principal: access.Principal | None = None) -> ExportOutcome:
-    """Store the SERVER HTTP spans of one export request as events (one transaction), charged
-    to `principal`'s ingest rate limit (a 429 with Retry-After stores nothing)."""
-    outcome = ExportOutcome()
-    decoded = spans_from_protobuf(raw, outcome) if encoding == "protobuf" else spans_from_json(raw, outcome)
-    events: list = []
-    labels: list = []
-    for label, event in decoded:
-        if type(event) is str:
-            outcome.rejected += 1
-            if len(outcome.problems) < MAX_DESCRIBED:
-                outcome.problems.append(f"span {_label(label)}: {event}")
-        else:
-            events.append(event)
-            labels.append(label)
-    max_events = settings.APM_INGEST_MAX_EVENTS
-    if len(events) > max_events:
-        raise OtlpError(413, f"Too many server spans: {len(events)} in one request; the limit is "
-                             f"{max_events} (APM_INGEST_MAX_EVENTS).")
-    # The same per-key limit as bulk ingest, counted in the events this request would store.
-    if principal is not None and (wait := access.ingest_wait(principal, len(events))):
-        raise OtlpError(429, f"Ingest rate limit of {settings.APM_INGEST_RATE_LIMIT:g} events/s per key "
-                             f"exceeded ({len(events)} server spans sent); nothing was stored.",
-                        {"Retry-After": str(math.ceil(wait))})
-    result = ingest.ingest_events(events, strict=False, escape=_needs_copy_escaping(events))
-    outcome.accepted = result.inserted
-    outcome.rejected += result.rejected
-    for error in result.errors:
-        if len(outcome.problems) >= MAX_DESCRIBED:
-            break
-        fields = "; ".join(f"{name}: {' '.join(messages)}" for name, messages in error["errors"].items())
-        outcome.problems.append(f"span {_label(labels[error['index']])}: {fields}")
-    return outcome
-
-
-# What COPY must escape, and what the validator must look for (NUL, lone surrogates): with
-# escape=False, ingest_events also skips those checks (see ingest.needs_copy_escaping).
-_NEEDS_CARE = re.compile("[\\\\\t\n\r\x00\ud800-\udfff]").search
-
-
-def _needs_copy_escaping(events: list[dict]) -> bool:
-    """Whether a string of these events holds a character COPY must escape or the validator
-    must reject (a protobuf body can't be scanned for them as JSON can). Services and
-    endpoints repeat, so each distinct value is looked at once."""
-    for name in ("service", "endpoint", "user_ref"):
-        for value in {event[name] for event in events}:
-            if type(value) is str and _NEEDS_CARE(value):
-                return True
-    return False
-
-
-def _label(span_id) -> str:
-    if type(span_id) is bytes:
-        return span_id.hex() or "(no spanId)"
-    return str(span_id) if span_id else "(no spanId)"
-
-
-# --- HTTP -----------------------------------------------------------------------------------
-
-
-def encoding_of(content_type: str) -> str | None:
-    """'protobuf' or 'json' for a request's media type (parameters ignored), else None."""
-    return _CONTENT_TYPES.get(content_type.split(";", 1)[0].strip().lower())
-
-
-def _media_type(encoding: str) -> str:
-    return PROTOBUF if encoding == "protobuf" else JSON
-
-
-def status_body(status: int, message: str, encoding: str) -> bytes:
-    """A google.rpc.Status {code, message} in the given encoding."""
-    code = _RPC_CODES.get(status, 2)  # 2: UNKNOWN
-    if encoding == "json":
-        return msgspec.json.encode({"code": code, "message": message})
-    # Status is two scalar fields here: 1 (code, varint) and 2 (message, bytes).
-    text = message.encode("utf-8")
-    return b"\x08" + _varint(code) + b"\x12" + _varint(len(text)) + text
-
-
-def _varint(number: int) -> bytes:
-    out = bytearray()
-    while True:
-        low = number & 0x7F
-        number >>= 7
-        if number:
-            out.append(low | 0x80)
-        else:
-            out.append(low)
-            return bytes(out)
-
-
-def error_response(status: int, message: str, encoding: str, headers: dict | None = None) -> HttpResponse:
-    response = HttpResponse(status_body(status, message, encoding), status=status,
-                            content_type=_media_type(encoding))
-    for name, value in (headers or {}).items():
-        response[name] = value
-    return response
-
-
-def response_encoding(request) -> str:
-    """The encoding to answer in: the request's, and JSON when it sent neither."""
-    return encoding_of(request.content_type or "") or "json"
-
-
-def from_error_response(response, request) -> HttpResponse:
-    """An error response of the rest of the API ({"detail": ...}, e.g. access control's
-    401/403/429) as a google.rpc.Status, keeping the headers a client acts on."""
-    detail = ""
-    try:
-        detail = msgspec.json.decode(response.content).get("detail", "")
-    except (msgspec.DecodeError, AttributeError):
-        pass
-    headers = {name: response[name] for name in ("WWW-Authenticate", "Retry-After") if name in response}
-    return error_response(response.status_code, str(detail or "Request refused."),
-                          response_encoding(request), headers)
-
-
-def _unsupported_type(request) -> HttpResponse:
-    return error_response(415, f'Unsupported content type "{request.content_type}"; send {PROTOBUF} or {JSON}.',
-                          "json")
-
-
-def receive_traces(request) -> HttpResponse:
-    """POST /v1/traces: read, decode and store; the answer the OTLP spec prescribes."""
-    encoding = encoding_of(request.content_type or "")
-    if encoding is None:
-        return _unsupported_type(request)
-    try:
-        raw = ingest.read_body(request)
-        # access.check (the view) left the caller on the request.
-        outcome = export_traces(raw, encoding, getattr(request, "apm_principal", None))
-        outcome.nbytes = len(raw)
-    except ingest.BatchError as exc:
-        return error_response(exc.status, exc.detail, encoding)
-    except OtlpError as exc:
-        return error_response(exc.status, exc.message, encoding, exc.headers)
-    except (OperationalError, InterfaceError):
-        # Nothing was stored (one transaction): the exporter retries a 503 after Retry-After.
-        logger.warning("OTLP export answered 503: database error", exc_info=True)
-        return error_response(503, "The database is unavailable; retry later.", encoding,
-                              {"Retry-After": str(RETRY_AFTER_SECONDS)})
-    answer = ExportTraceServiceResponse()
-    if outcome.rejected:
-        answer.partial_success.CopyFrom(ExportTracePartialSuccess(
-            rejected_spans=outcome.rejected, error_message=outcome.error_message()))
-    if encoding == "json":
-        body = msgspec.json.encode(json_format.MessageToDict(answer))
-    else:
-        body = answer.SerializeToString()
-    response = HttpResponse(body, status=200, content_type=_media_type(encoding))
-    response.otlp_outcome = outcome  # for request metrics (accepted / rejected per request)
-    return response
-
-
-def receive_dropped(request) -> HttpResponse:
-    """POST /v1/metrics and /v1/logs: accepted and dropped, so an SDK that exports every
-    signal to one endpoint logs no errors; an empty Export*ServiceResponse in either encoding."""
-    encoding = encoding_of(request.content_type or "")
-    if encoding is None:
-        return _unsupported_type(request)
-    # Dropped, but read and checked like traces: a broken body is the client's bug to hear
-    # about (400), and gzip and the size cap apply the same way.
-    try:
-        raw = ingest.read_body(request)
-    except ingest.BatchError as exc:
-        return error_response(exc.status, exc.detail, encoding)
-    if problem := _undecodable(raw, encoding):
-        return error_response(400, problem, encoding)
-    return HttpResponse(b"{}" if encoding == "json" else b"", status=200, content_type=_media_type(encoding))
-
-
-# A message with no fields: parsing checks the wire format and keeps every field unread.
-_WIRE_ONLY = empty_pb2.Empty
-
-
-def _undecodable(raw: bytes, encoding: str) -> str | None:
-    """Why a metrics/logs body is not an OTLP export request at all (None when it may be one).
-
-    Protobuf: the wire format must parse (fields are not interpreted: the data is dropped).
-    JSON: a JSON object."""
-    if encoding == "json":
-        try:
-            payload = json.loads(raw)
-        except (ValueError, RecursionError) as exc:
-            return f"The body is not valid JSON: {exc}."
-        return None if type(payload) is dict else "The body must be a JSON object."
-    try:
-        _WIRE_ONLY.FromString(raw)
-    except DecodeError as exc:
-        return f"The body is not valid protobuf: {exc}."
-    return None
