@@ -28,7 +28,11 @@ class RangeForm(forms.Form):
             lo, hi = cleaned.get(low), cleaned.get(high)
             if lo is not None and hi is not None and lo > hi:
                 relation = "after" if low == "start" else "above"
-                self.add_error(low, f"{low} ({self.data.get(low)}) is {relation} {high} ({self.data.get(high)}).")
+                # The client's values go in as params, never into the message itself: the message
+                # is %-formatted later (Django, django-filter), and a "%" in it would be a 500.
+                self.add_error(low, forms.ValidationError(
+                    f"{low} (%(low)s) is {relation} {high} (%(high)s).", code="invalid",
+                    params={"low": self.data.get(low), "high": self.data.get(high)}))
         return cleaned
 
 
@@ -80,7 +84,9 @@ class MethodFilter(TextFilter):
     @staticmethod
     def validate_method(value):
         if value and value.upper() not in METHODS:
-            raise forms.ValidationError(f'"{value}" is not a valid method. Use one of {", ".join(METHODS)}.')
+            # The value as a param: django-filter %-formats the message (a "%" in it was a 500).
+            raise forms.ValidationError(f'"%(value)s" is not a valid method. Use one of {", ".join(METHODS)}.',
+                                        code="invalid_choice", params={"value": value})
 
     def filter(self, qs, value):
         return super().filter(qs, value.upper() if value else value)
