@@ -138,8 +138,12 @@ if STATIC_ROOT == BASE_DIR or STATIC_ROOT in BASE_DIR.parents:
     )
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+    # WhiteNoise's manifest storage, which also works before collectstatic (apm_platform/staticfiles.py).
+    "staticfiles": {"BACKEND": "apm_platform.staticfiles.StaticFilesStorage"},
 }
+# Without collectstatic's manifest, WhiteNoise serves the apps' own static directories, so the
+# pages work (never a 500); startup logs a warning and `check --deploy` names collectstatic.
+WHITENOISE_USE_FINDERS = DEBUG or not (STATIC_ROOT / "staticfiles.json").is_file()
 
 # --- Security behind TLS (switched on by env for real deployments) ----------------------
 SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", False)

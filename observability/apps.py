@@ -11,6 +11,8 @@ class ObservabilityConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        # Registers `check --deploy`'s warning for static files that were never collected.
+        from apm_platform import staticfiles  # noqa: F401
         from observability import db
 
         connection_created.connect(register_sqlite_functions)
