@@ -62,6 +62,11 @@ class DashboardAccessTests(TestCase):
         self.assertRedirects(response, "/", fetch_redirect_response=False)
         self.assertEqual(self.client.get("/").status_code, 200)
 
+    def test_the_login_page_tells_how_to_create_an_account_through_make(self):
+        page = self.client.get("/accounts/login/").content.decode()
+        self.assertIn('<code>make manage ARGS="createsuperuser"</code>', page)
+        self.assertNotIn("python manage.py", page)
+
     def test_a_wrong_password_shows_the_form_again_with_a_message(self):
         get_user_model().objects.create_user("ana", password="pw-for-tests-only")
         response = self.client.post("/accounts/login/", {"username": "ana", "password": "nope"})
