@@ -168,6 +168,19 @@ def authenticate_key(key: str) -> Principal | None:
     return principal
 
 
+NOT_PROVIDED = "Authentication credentials were not provided."
+NOT_BEARER = ('The Authorization header is not "Bearer <key>": send the API key as '
+              '"Authorization: Bearer <key>" or as "X-API-Key: <key>".')
+
+
+def missing_credential_detail(meta) -> str:
+    """Why a request has no credential: none sent, or an Authorization header of another form."""
+    auth = meta.get("HTTP_AUTHORIZATION", "").strip()
+    # `Authorization: abc123` (the key alone), `Basic ...`, `Bearer` without a key. The value is
+    # never echoed: it may be the key itself.
+    return NOT_BEARER if auth else NOT_PROVIDED
+
+
 def key_from_headers(meta) -> str | None:
     """The key in `Authorization: Bearer <key>` or `X-API-Key: <key>`, if either is sent."""
     auth = meta.get("HTTP_AUTHORIZATION", "")
@@ -219,7 +232,8 @@ class ScopePermission(permissions.BasePermission):
     def has_permission(self, request, view):
         principal = principal_of(request.user)
         if principal is None:
-            return False  # DRF answers 401 + WWW-Authenticate: no credential was accepted
+            # 401 + WWW-Authenticate (DRF adds the header), saying how to send a key.
+            raise exceptions.NotAuthenticated(missing_credential_detail(request.META))
         needed = required_scope(request, view)
         if principal.allows(needed):
             return True
@@ -251,7 +265,7 @@ def check(request, scope: str) -> HttpResponse | None:
     else:
         principal = Principal.for_user(getattr(request, "user", None))
         if principal is None:
-            return _unauthorized("Authentication credentials were not provided.")
+            return _unauthorized(missing_credential_detail(request.META))
         if request.method not in SAFE_METHODS:
             # A session is a cookie the browser sends by itself: writes need the CSRF token.
             reason = CsrfViewMiddleware(lambda r: None).process_view(request, None, (), {})

@@ -49,11 +49,28 @@ class TextFilter(filters.CharFilter):
         super().__init__(*args, validators=[_no_nul, *kwargs.pop("validators", [])], **kwargs)
 
 
+def invalid_time_message(value) -> str:
+    """Why a query-string time was refused: the forms it takes, and the `+` that became a space."""
+    message = "Enter a valid date/time in ISO 8601, e.g. 2026-12-07T10:00:00Z or 2026-12-07T10:00:00+02:00."
+    if isinstance(value, str) and " " in value.strip():
+        message += (" It holds a space: in a query string + means a space, so send an offset's + as %2B "
+                    "(2026-12-07T10:00:00%2B02:00).")
+    return message
+
+
 class UtcDateTimeField(IsoDateTimeField):
     """An ISO 8601 time, refused (400) when it has no UTC equivalent (0001-01-01T00:00+05:00)."""
 
     def to_python(self, value):
-        value = super().to_python(value)
+        try:
+            parsed = super().to_python(value)
+        except forms.ValidationError as exc:
+            if exc.code != "invalid":
+                raise
+            # As a param: the message holds "%2B", and Django and django-filter %-format messages.
+            raise forms.ValidationError("%(message)s", code="invalid",
+                                        params={"message": invalid_time_message(value)}) from None
+        value = parsed
         try:
             return value.astimezone(UTC) if value is not None else None
         except OverflowError:

@@ -486,3 +486,26 @@ class LoginThrottleTests(TestCase):
     def test_zero_turns_the_limits_off(self):
         for _ in range(30):
             self.assertEqual(self.login("ana", "wrong").status_code, 200)
+
+
+class CredentialHintTests(ApiTestCase):
+    """A key sent in the wrong form is told how to send it; the key itself is never echoed."""
+
+    HINT = ('The Authorization header is not "Bearer <key>": send the API key as '
+            '"Authorization: Bearer <key>" or as "X-API-Key: <key>".')
+
+    def test_an_authorization_header_without_bearer_says_how_to_send_the_key(self):
+        key = api_key_headers("read")["Authorization"].removeprefix("Bearer ")
+        for header in (key, "abc123", f"Token {key}", "Bearer", "Basic YTpi"):
+            for url in (LIST_URL, "/metrics"):
+                with self.subTest(header=header, url=url):
+                    response = self.client.get(url, HTTP_AUTHORIZATION=header)
+                    self.assertEqual(response.status_code, 401, response.content)
+                    self.assertEqual(response["WWW-Authenticate"], 'Bearer realm="apm"')
+                    self.assertEqual(response.json(), {"detail": self.HINT})
+                    self.assertNotIn(key, response.content.decode())
+        self.assertEqual(self.client.get(LIST_URL, HTTP_AUTHORIZATION=f"Bearer {key}").status_code, 200)
+
+    def test_no_credential_at_all_is_still_not_provided(self):
+        response = Client().get(LIST_URL)
+        self.assertEqual(response.json(), {"detail": "Authentication credentials were not provided."})

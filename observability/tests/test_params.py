@@ -315,3 +315,34 @@ class FormatCharacterTests(ApiTestCase):
     def test_a_contradictory_range_still_names_both_values(self):
         response = self.client.get(LIST, {"latency_min": "5", "latency_max": "1"})
         self.assertEqual(response.json()["latency_min"], ["latency_min (5) is above latency_max (1)."])
+
+
+class TimeMessageTests(ApiTestCase):
+    """A time the server can't read names the forms it takes, and the `+` a query string turned into a space."""
+
+    FORMS = "Enter a valid date/time in ISO 8601, e.g. 2026-12-07T10:00:00Z or 2026-12-07T10:00:00+02:00."
+    PLUS = (" It holds a space: in a query string + means a space, so send an offset's + as %2B "
+            "(2026-12-07T10:00:00%2B02:00).")
+    # Every endpoint with a time parameter, and what else it needs to get that far.
+    URLS = {LIST: {}, KPIS: {}, TOP: {}, HOURLY: {}, DAILY: {}, "/api/requests/timeseries/": {"interval": "hour"},
+            "/api/requests/series/": {}}
+
+    def test_an_unreadable_time_names_iso_8601_with_an_example(self):
+        for url, base in self.URLS.items():
+            for name in ("start", "end"):
+                with self.subTest(url=url, name=name):
+                    response = self.client.get(url, {**base, name: "yesterday"})
+                    self.assertEqual(response.status_code, 400, response.content)
+                    self.assertEqual(response.json()[name], [self.FORMS])
+                    self.assertIn(name, response.json()["detail"])
+
+    def test_a_plus_sent_unencoded_gets_the_percent_2b_hint(self):
+        for url, base in self.URLS.items():
+            with self.subTest(url=url):
+                # What ?start=2026-12-07T10:00:00+02:00 arrives as: the + decoded to a space.
+                extra = "".join(f"&{name}={value}" for name, value in base.items())
+                response = self.client.get(f"{url}?start=2026-12-07T10:00:00+02:00{extra}")
+                self.assertEqual(response.status_code, 400, response.content)
+                self.assertEqual(response.json()["start"], [self.FORMS + self.PLUS])
+        sent = self.client.get(LIST, {"start": "2026-12-07T10:00:00+02:00"})  # the client encodes + as %2B
+        self.assertEqual(sent.status_code, 200, sent.content)
