@@ -138,8 +138,12 @@ if STATIC_ROOT == BASE_DIR or STATIC_ROOT in BASE_DIR.parents:
     )
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+    # WhiteNoise's manifest storage, which also works before collectstatic (apm_platform/staticfiles.py).
+    "staticfiles": {"BACKEND": "apm_platform.staticfiles.StaticFilesStorage"},
 }
+# Without collectstatic's manifest, WhiteNoise serves the apps' own static directories, so the
+# pages work (never a 500); startup logs a warning and `check --deploy` names collectstatic.
+WHITENOISE_USE_FINDERS = DEBUG or not (STATIC_ROOT / "staticfiles.json").is_file()
 
 # --- Security behind TLS (switched on by env for real deployments) ----------------------
 SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", False)
@@ -229,6 +233,16 @@ if APM_INGEST_RATE_LIMIT and APM_INGEST_RATE_BURST < APM_INGEST_MAX_EVENTS:
         f"APM_INGEST_RATE_BURST must be at least APM_INGEST_MAX_EVENTS ({APM_INGEST_MAX_EVENTS}), "
         "or a full batch could never be accepted."
     )
+# Failed logins (observability/access.py "Login throttle"): past this many per username, or per
+# client address, within APM_LOGIN_THROTTLE_SECONDS, logins are a 429 until that window ends; 0
+# turns a limit off. Counted in Django's default cache (CACHES is not set: this process's memory),
+# so each gunicorn worker counts on its own.
+APM_LOGIN_FAILURES_PER_USERNAME = env_int("APM_LOGIN_FAILURES_PER_USERNAME", 5)
+APM_LOGIN_FAILURES_PER_ADDRESS = env_int("APM_LOGIN_FAILURES_PER_ADDRESS", 20)
+APM_LOGIN_THROTTLE_SECONDS = env_int("APM_LOGIN_THROTTLE_SECONDS", 900)
+if APM_LOGIN_THROTTLE_SECONDS < 1 or min(APM_LOGIN_FAILURES_PER_USERNAME, APM_LOGIN_FAILURES_PER_ADDRESS) < 0:
+    raise ImproperlyConfigured("APM_LOGIN_THROTTLE_SECONDS must be at least 1 and the APM_LOGIN_FAILURES_* "
+                               "limits 0 (off) or more.")
 # --- Running it for months (observability/retention.py, docs/OPERATIONS.md "Running it for months") ------
 # Days each tier keeps; 0 keeps it forever (the default, so fixed-date data never expires).
 # On PostgreSQL without TimescaleDB and on SQLite the rollups are views over the raw table, so

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import re
 import secrets
 import threading
@@ -31,6 +32,7 @@ from django.conf import settings
 
 # HTML pages (dashboard, API docs) use Django's decorator: no session -> settings.LOGIN_URL.
 from django.contrib.auth.decorators import login_required
+from django.core.cache import cache
 from django.db import IntegrityError, transaction
 from django.http import HttpResponse, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
@@ -50,8 +52,8 @@ WWW_AUTHENTICATE = 'Bearer realm="apm"'
 _KEY_SHAPE = re.compile(r"apm_([0-9a-f]{8})_[A-Za-z0-9_-]{1,200}")
 
 __all__ = [
-    "ApiKeyAuthentication", "Principal", "ScopePermission", "SessionAuthentication", "principal_for",
-    "check", "create_key", "login_required", "revoke_key",
+    "ApiKeyAuthentication", "Principal", "ScopePermission", "SessionAuthentication", "check", "create_key",
+    "login_failed", "login_required", "login_succeeded", "login_wait", "principal_for", "revoke_key",
 ]
 
 
@@ -166,6 +168,19 @@ def authenticate_key(key: str) -> Principal | None:
     return principal
 
 
+NOT_PROVIDED = "Authentication credentials were not provided."
+NOT_BEARER = ('The Authorization header is not "Bearer <key>": send the API key as '
+              '"Authorization: Bearer <key>" or as "X-API-Key: <key>".')
+
+
+def missing_credential_detail(meta) -> str:
+    """Why a request has no credential: none sent, or an Authorization header of another form."""
+    auth = meta.get("HTTP_AUTHORIZATION", "").strip()
+    # `Authorization: abc123` (the key alone), `Basic ...`, `Bearer` without a key. The value is
+    # never echoed: it may be the key itself.
+    return NOT_BEARER if auth else NOT_PROVIDED
+
+
 def key_from_headers(meta) -> str | None:
     """The key in `Authorization: Bearer <key>` or `X-API-Key: <key>`, if either is sent."""
     auth = meta.get("HTTP_AUTHORIZATION", "")
@@ -217,7 +232,8 @@ class ScopePermission(permissions.BasePermission):
     def has_permission(self, request, view):
         principal = principal_of(request.user)
         if principal is None:
-            return False  # DRF answers 401 + WWW-Authenticate: no credential was accepted
+            # 401 + WWW-Authenticate (DRF adds the header), saying how to send a key.
+            raise exceptions.NotAuthenticated(missing_credential_detail(request.META))
         needed = required_scope(request, view)
         if principal.allows(needed):
             return True
@@ -249,7 +265,7 @@ def check(request, scope: str) -> HttpResponse | None:
     else:
         principal = Principal.for_user(getattr(request, "user", None))
         if principal is None:
-            return _unauthorized("Authentication credentials were not provided.")
+            return _unauthorized(missing_credential_detail(request.META))
         if request.method not in SAFE_METHODS:
             # A session is a cookie the browser sends by itself: writes need the CSRF token.
             reason = CsrfViewMiddleware(lambda r: None).process_view(request, None, (), {})
@@ -297,3 +313,66 @@ def clear_rate_limits() -> None:
 def principal_for(request) -> Principal | None:
     """The caller of a request: the one `check` (or DRF's authentication) found, else its user's."""
     return getattr(request, "apm_principal", None) or principal_of(getattr(request, "user", None))
+
+
+# --- Login throttle ------------------------------------------------------------------------------
+# Failed logins are counted per username and per client address in Django's cache, in windows of
+# APM_LOGIN_THROTTLE_SECONDS that start at the first failure. Past a limit, every login for that
+# username, or from that address, is a 429 with Retry-After until its window ends, the right
+# password included (else guessing would only need to wait for a 200). The project configures no
+# cache, so Django's default is this process's memory: each gunicorn worker counts on its own,
+# and with W workers an attacker may get up to W x the limits (docs/OPERATIONS.md "Security").
+
+_login_lock = threading.Lock()  # the cache's get-then-set, atomic among this worker's threads
+
+
+def login_clock() -> float:
+    """Wall-clock seconds for the login windows (a function, so tests can move time)."""
+    return time.time()
+
+
+def _login_counters(username: str, address: str) -> list[tuple[str, int, str]]:
+    """(cache key, limit, what it names) of each counter a login attempt is checked against."""
+    digest = hashlib.sha256(username.encode("utf-8", "surrogatepass")).hexdigest()
+    counters = [(f"apm:login:user:{digest}", settings.APM_LOGIN_FAILURES_PER_USERNAME, "this username"),
+                (f"apm:login:addr:{address}", settings.APM_LOGIN_FAILURES_PER_ADDRESS, "this address")]
+    return [counter for counter in counters if counter[1] > 0]
+
+
+def login_wait(*, username: str, address: str) -> tuple[int, str] | None:
+    """(seconds to wait, what is throttled) when a login must be refused now; None when it may be tried."""
+    now = login_clock()
+    for key, limit, what in _login_counters(username, address):
+        count, ends = cache.get(key) or (0, 0.0)
+        if count >= limit and ends > now:
+            return max(1, math.ceil(ends - now)), what
+    return None
+
+
+def login_failed(*, username: str, address: str) -> list[str]:
+    """Count a failed login; the counters that reached their limit with it (to be logged)."""
+    window = settings.APM_LOGIN_THROTTLE_SECONDS
+    now = login_clock()
+    reached = []
+    with _login_lock:
+        for key, limit, what in _login_counters(username, address):
+            count, ends = cache.get(key) or (0, 0.0)
+            if ends <= now:
+                count, ends = 0, now + window  # a new window from this failure
+            count += 1
+            cache.set(key, (count, ends), timeout=max(1, math.ceil(ends - now)))
+            if count == limit:
+                reached.append(what)
+    return reached
+
+
+def login_succeeded(*, username: str) -> None:
+    """A right password: that username's failures are forgotten (its address's are not)."""
+    for key, _, what in _login_counters(username, ""):
+        if what == "this username":
+            cache.delete(key)
+
+
+def clear_login_failures() -> None:
+    """Forget every count (tests; the default cache holds nothing else)."""
+    cache.clear()

@@ -8,7 +8,8 @@ class ObservabilityConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from observability import db, sqlite_functions
+        # checks: registers `check --deploy`'s warning for static files never collected.
+        from observability import checks, db, sqlite_functions  # noqa: F401
 
         connection_created.connect(sqlite_functions.register)
         # Migrations create and drop the continuous aggregates (without importing live code).

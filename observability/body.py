@@ -74,6 +74,12 @@ def read_capped(request, max_bytes: int) -> bytes:
     """The request's body, decompressed when gzip-encoded, of at most `max_bytes` (else 413)."""
     encoding = content_encoding(request.META)
     stream, declared = body_stream(request)
+    return read_stream(stream, declared, max_bytes, encoding=encoding)
+
+
+def read_stream(stream, declared: int | None, max_bytes: int, *, encoding: str) -> bytes:
+    """A body from an open stream (`declared` bytes, None: until it ends), inflated when `encoding`
+    is gzip, of at most `max_bytes` (else 413). DRF's parsers get such a stream (apm_platform/parsers.py)."""
     if declared is not None and declared > max_bytes:
         # Compressed past the cap means past it once inflated as well.
         raise BodyError(413, too_large(max_bytes, declared))

@@ -27,7 +27,11 @@ class RangeForm(forms.Form):
             lo, hi = cleaned.get(low), cleaned.get(high)
             if lo is not None and hi is not None and lo > hi:
                 relation = "after" if low == "start" else "above"
-                self.add_error(low, f"{low} ({self.data.get(low)}) is {relation} {high} ({self.data.get(high)}).")
+                # The client's values go in as params, never into the message itself: the message
+                # is %-formatted later (Django, django-filter), and a "%" in it would be a 500.
+                self.add_error(low, forms.ValidationError(
+                    f"{low} (%(low)s) is {relation} {high} (%(high)s).", code="invalid",
+                    params={"low": self.data.get(low), "high": self.data.get(high)}))
         return cleaned
 
 
@@ -44,11 +48,28 @@ class TextFilter(filters.CharFilter):
         super().__init__(*args, validators=[_no_nul, *kwargs.pop("validators", [])], **kwargs)
 
 
+def invalid_time_message(value) -> str:
+    """Why a query-string time was refused: the forms it takes, and the `+` that became a space."""
+    message = "Enter a valid date/time in ISO 8601, e.g. 2026-12-07T10:00:00Z or 2026-12-07T10:00:00+02:00."
+    if isinstance(value, str) and " " in value.strip():
+        message += (" It holds a space: in a query string + means a space, so send an offset's + as %2B "
+                    "(2026-12-07T10:00:00%2B02:00).")
+    return message
+
+
 class UtcDateTimeField(IsoDateTimeField):
     """An ISO 8601 time, refused (400) when it has no UTC equivalent (0001-01-01T00:00+05:00)."""
 
     def to_python(self, value):
-        value = super().to_python(value)
+        try:
+            parsed = super().to_python(value)
+        except forms.ValidationError as exc:
+            if exc.code != "invalid":
+                raise
+            # As a param: the message holds "%2B", and Django and django-filter %-format messages.
+            raise forms.ValidationError("%(message)s", code="invalid",
+                                        params={"message": invalid_time_message(value)}) from None
+        value = parsed
         try:
             return value.astimezone(UTC) if value is not None else None
         except OverflowError:
@@ -79,7 +100,9 @@ class MethodFilter(TextFilter):
     @staticmethod
     def validate_method(value):
         if value and value.upper() not in METHODS:
-            raise forms.ValidationError(f'"{value}" is not a valid method. Use one of {", ".join(METHODS)}.')
+            # The value as a param: django-filter %-formats the message (a "%" in it was a 500).
+            raise forms.ValidationError(f'"%(value)s" is not a valid method. Use one of {", ".join(METHODS)}.',
+                                        code="invalid_choice", params={"value": value})
 
     def filter(self, qs, value):
         return super().filter(qs, value.upper() if value else value)

@@ -3,24 +3,35 @@
 DRF's own JSONParser decodes with whatever charset the request names (UTF-16 included), reads
 any size, and lets a deeply nested body raise RecursionError (a 500). `Utf8JSONParser` (the
 default) fixes those; `EventJSONParser` (the event CRUD) also decodes like bulk ingest does
-(`ingest.decode_event`), so the unknown fields of a large event are never built.
+(`ingest.decode_event`), so the unknown fields of a large event are never built. Both take
+`Content-Encoding: gzip` as bulk ingest does (observability/body.py: the same size cap, counted
+after decompression) and answer 415 naming any other encoding.
 """
 
 import json
 
 import msgspec
 from django.conf import settings
-from rest_framework import status
 from rest_framework.exceptions import APIException, ParseError
 from rest_framework.parsers import BaseParser
 
-from observability import ingest
+from observability import body, ingest
 
 
-class RequestTooLarge(APIException):
-    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
-    default_detail = "The request body is too large."
-    default_code = "too_large"
+class BodyRefused(APIException):
+    """A body that can't be read as sent: 400 (bad gzip), 413 (too large), 415 (an encoding we don't take)."""
+
+    def __init__(self, status_code: int, detail: str):
+        super().__init__(detail)
+        self.status_code = status_code
+
+
+def _declared_length(meta) -> int | None:
+    # DRF hands a parser a stream only when CONTENT_LENGTH is a positive integer.
+    try:
+        return int(meta.get("CONTENT_LENGTH") or "")
+    except ValueError:
+        return None
 
 
 def _no_constants(name: str):
@@ -31,7 +42,8 @@ class Utf8JSONParser(BaseParser):
     media_type = "application/json"
 
     def parse(self, stream, media_type=None, parser_context=None):
-        return self.decode(self.read(stream, media_type))
+        request = (parser_context or {}).get("request")
+        return self.decode(self.read(stream, media_type, request.META if request is not None else {}))
 
     def decode(self, raw: bytes):
         try:
@@ -46,17 +58,19 @@ class Utf8JSONParser(BaseParser):
         except ValueError as exc:
             raise ParseError(f"JSON parse error - {exc}") from None
 
-    def read(self, stream, media_type) -> bytes:
+    def read(self, stream, media_type, meta=None) -> bytes:
+        """The body, gzip inflated as bulk ingest does (same cap, counted after decompression)."""
         try:
             ingest.check_json_content_type(media_type or self.media_type)
+            encoding = body.content_encoding(meta or {})  # another encoding: 415 naming it
             max_bytes = settings.APM_INGEST_MAX_BYTES
-            raw = stream.read(max_bytes + 1) if stream is not None else b""
-            if len(raw) > max_bytes:
-                raise RequestTooLarge(f"The request body is too large: more than {max_bytes} bytes "
-                                      "(APM_INGEST_MAX_BYTES).")
+            raw = b"" if stream is None else body.read_stream(
+                stream, _declared_length(meta or {}), max_bytes, encoding=encoding)
             ingest.check_utf8(raw)
         except ingest.BatchError as exc:
             raise ParseError(exc.detail) from None
+        except body.BodyError as exc:
+            raise BodyRefused(exc.status, exc.detail) from None
         return raw
 
 

@@ -48,9 +48,9 @@ SECURITY = [{name: []} for name in SECURITY_SCHEMES]
 # 429/503: back-pressure on writes (Retry-After). Add new actions here by name.
 ACTION_ERRORS = {
     "ingest": (413, 429, 503),
-    "create": (429, 503),
-    "update": (503,),
-    "partial_update": (503,),
+    "create": (413, 429, 503),
+    "update": (413, 503),
+    "partial_update": (413, 503),
     "destroy": (503,),
     "hourly": (504,),
     "daily": (504,),
@@ -68,7 +68,7 @@ ERROR_DESCRIPTIONS = {
     404: "No such object, or a page past the last.",
     413: "The body is over APM_INGEST_MAX_EVENTS events or APM_INGEST_MAX_BYTES bytes (after decompression).",
     414: "The request line (URL with its query string) is over 8,190 bytes: refused by gunicorn.",
-    415: "A content type other than application/json.",
+    415: "A content type other than application/json, or a Content-Encoding other than gzip.",
     429: "The key is over its rate limit; retry after `Retry-After` seconds. Nothing was stored.",
     503: "The service can't take the request now (database down or overloaded); retry after "
          "`Retry-After` seconds. Nothing was stored.",

@@ -12,6 +12,7 @@ from rest_framework import serializers
 
 from observability import analytics, ingest, rollups
 from observability.constants import SOURCES
+from observability.filters import invalid_time_message
 from observability.models import METHODS, ApiRequest
 
 # The event contract's bounds (API.md "The event"), given to the schema; ingest.py enforces them.
@@ -101,6 +102,18 @@ class StrictBooleanField(serializers.BooleanField):
         self.fail("invalid")
 
 
+class TimeParamField(serializers.DateTimeField):
+    """A query-string time whose error names the accepted forms (and the + sent unencoded)."""
+
+    def to_internal_value(self, value):
+        try:
+            return super().to_internal_value(value)
+        except serializers.ValidationError as exc:
+            if not any(getattr(detail, "code", None) == "invalid" for detail in exc.detail):
+                raise
+            raise serializers.ValidationError(invalid_time_message(value), code="invalid") from None
+
+
 class StrictParamSerializer(serializers.Serializer):
     strict = StrictBooleanField(required=False, default=False, help_text=(
         "true: all or nothing (201, or 400 storing nothing); false: store the valid events (200)."))
@@ -132,8 +145,8 @@ class TimeseriesParamSerializer(serializers.Serializer):
     interval = serializers.ChoiceField(choices=tuple(analytics.INTERVALS))
     service = serializers.CharField(required=False, default="")
     endpoint = serializers.CharField(required=False, default="")
-    start = serializers.DateTimeField(required=False, default=None, default_timezone=UTC)
-    end = serializers.DateTimeField(required=False, default=None, default_timezone=UTC)
+    start = TimeParamField(required=False, default=None, default_timezone=UTC)
+    end = TimeParamField(required=False, default=None, default_timezone=UTC)
     with_p95 = StrictBooleanField(required=False, default=True,
                                   help_text="false skips the percentiles (null) for a cheaper answer.")
     precision = serializers.ChoiceField(choices=analytics.PRECISIONS, required=False, default="exact")
@@ -150,8 +163,8 @@ class TimeseriesParamSerializer(serializers.Serializer):
 class SeriesParamSerializer(serializers.Serializer):
     """`/series/`: a half-open window (default: the last 24 hours) and an optional service."""
 
-    start = serializers.DateTimeField(required=False)
-    end = serializers.DateTimeField(required=False)
+    start = TimeParamField(required=False)
+    end = TimeParamField(required=False)
     service = serializers.CharField(required=False, max_length=100)
 
     def validate(self, attrs):

@@ -406,3 +406,106 @@ class LocalCredentialsTests(TestCase):
     def test_it_refuses_to_run_with_debug_off(self):
         with self.assertRaises(CommandError):
             self.run_command("/nonexistent/creds.json")
+
+
+# A fast hasher: the tests try dozens of passwords, and the default one costs ~0.3 s each.
+@override_settings(APM_LOGIN_FAILURES_PER_USERNAME=5, APM_LOGIN_FAILURES_PER_ADDRESS=20,
+                   APM_LOGIN_THROTTLE_SECONDS=900,
+                   PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"])
+class LoginThrottleTests(TestCase):
+    """Failed logins per username and per client address: past the limit a 429 with Retry-After."""
+
+    @classmethod
+    def setUpTestData(cls):
+        users = get_user_model().objects
+        cls.ana = users.create_user("ana", password="pw-ana-right")
+        cls.bob = users.create_user("bob", password="pw-bob-right")
+
+    def setUp(self):
+        access.clear_login_failures()
+        self.addCleanup(access.clear_login_failures)
+        self.now = 1_800_000_000.0
+        clock = mock.patch.object(access, "login_clock", side_effect=lambda: self.now)
+        clock.start()
+        self.addCleanup(clock.stop)
+
+    def login(self, username, password, address="10.0.0.1"):
+        return Client().post("/accounts/login/", {"username": username, "password": password},
+                             REMOTE_ADDR=address)
+
+    def assert_throttled(self, response, what, wait):
+        self.assertEqual(response.status_code, 429, response.content)
+        self.assertEqual(response["Retry-After"], str(wait))
+        self.assertEqual(response.json()["detail"], f"Too many failed logins for {what}: try again in {wait} s.")
+
+    def test_five_wrong_passwords_then_a_429_that_refuses_even_the_right_one(self):
+        for _ in range(5):
+            self.assertEqual(self.login("ana", "wrong").status_code, 200)  # the form again, "didn't match"
+        self.assert_throttled(self.login("ana", "wrong"), "this username", 900)
+        self.now += 60  # refused attempts are not counted: the window still ends 900 s after the first failure
+        self.assert_throttled(self.login("ana", "pw-ana-right"), "this username", 840)
+        self.assert_throttled(self.login("ana", "pw-ana-right", address="10.9.9.9"), "this username", 840)
+
+    def test_reaching_the_limit_is_logged_once(self):
+        with self.assertLogs("observability.dashboard", "WARNING") as logs:
+            for _ in range(7):
+                self.login("ana", "wrong")
+        self.assertEqual(len(logs.records), 1)
+        self.assertIn("5 failed logins for this username (username 'ana' from 10.0.0.1)", logs.output[0])
+
+    def test_the_count_resets_when_the_window_ends(self):
+        for _ in range(5):
+            self.login("ana", "wrong")
+        self.now += 899
+        self.assert_throttled(self.login("ana", "pw-ana-right"), "this username", 1)
+        self.now += 1
+        self.assertEqual(self.login("ana", "pw-ana-right").status_code, 302)
+        for _ in range(5):  # a fresh window: five more tries before the next 429
+            self.assertEqual(self.login("ana", "wrong").status_code, 200)
+        self.assertEqual(self.login("ana", "wrong").status_code, 429)
+
+    def test_another_username_from_another_address_is_not_affected(self):
+        for _ in range(6):
+            self.login("ana", "wrong")
+        self.assertEqual(self.login("bob", "pw-bob-right", address="10.0.0.2").status_code, 302)
+
+    def test_one_address_trying_many_usernames_is_throttled_too(self):
+        for i in range(20):
+            self.assertEqual(self.login(f"user{i}", "wrong").status_code, 200)
+        self.assert_throttled(self.login("bob", "pw-bob-right"), "this address", 900)
+        self.assertEqual(self.login("bob", "pw-bob-right", address="10.0.0.2").status_code, 302)
+
+    def test_a_right_password_forgets_the_username_s_failures(self):
+        for _ in range(4):
+            self.login("ana", "wrong")
+        self.assertEqual(self.login("ana", "pw-ana-right").status_code, 302)
+        for _ in range(4):
+            self.assertEqual(self.login("ana", "wrong").status_code, 200)
+
+    @override_settings(APM_LOGIN_FAILURES_PER_USERNAME=0, APM_LOGIN_FAILURES_PER_ADDRESS=0)
+    def test_zero_turns_the_limits_off(self):
+        for _ in range(30):
+            self.assertEqual(self.login("ana", "wrong").status_code, 200)
+
+
+class CredentialHintTests(ApiTestCase):
+    """A key sent in the wrong form is told how to send it; the key itself is never echoed."""
+
+    HINT = ('The Authorization header is not "Bearer <key>": send the API key as '
+            '"Authorization: Bearer <key>" or as "X-API-Key: <key>".')
+
+    def test_an_authorization_header_without_bearer_says_how_to_send_the_key(self):
+        key = api_key_headers("read")["Authorization"].removeprefix("Bearer ")
+        for header in (key, "abc123", f"Token {key}", "Bearer", "Basic YTpi"):
+            for url in (LIST_URL, "/metrics"):
+                with self.subTest(header=header, url=url):
+                    response = self.client.get(url, HTTP_AUTHORIZATION=header)
+                    self.assertEqual(response.status_code, 401, response.content)
+                    self.assertEqual(response["WWW-Authenticate"], 'Bearer realm="apm"')
+                    self.assertEqual(response.json(), {"detail": self.HINT})
+                    self.assertNotIn(key, response.content.decode())
+        self.assertEqual(self.client.get(LIST_URL, HTTP_AUTHORIZATION=f"Bearer {key}").status_code, 200)
+
+    def test_no_credential_at_all_is_still_not_provided(self):
+        response = Client().get(LIST_URL)
+        self.assertEqual(response.json(), {"detail": "Authentication credentials were not provided."})

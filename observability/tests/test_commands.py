@@ -79,3 +79,20 @@ class BadArgumentsOnATerminalTests(SimpleTestCase):
         self.assertOneClearLine(self.run_manage("prune_requests", "--days", "-3"), "--days must be at least 1")
         self.assertOneClearLine(self.run_manage("prune_requests", "--days", "30", "--batch-size", "0"),
                                 "--batch-size must be at least 1")
+
+
+class WithoutTheVirtualenvTests(SimpleTestCase):
+    """`python manage.py ...` with a Python that has no Django: one line saying how to run it, no traceback."""
+
+    def test_it_names_make_manage_with_the_same_arguments_and_the_venv(self):
+        # -S: without the site module no site-packages, the venv's included (as a system Python without Django).
+        result = subprocess.run([sys.executable, "-I", "-S", "manage.py", "createsuperuser", "--username", "ana"],
+                                cwd=ROOT, capture_output=True, text=True, timeout=60)
+        self.assertEqual(result.returncode, 1, result.stdout)
+        self.assertNotIn("Traceback", result.stderr)
+        lines = result.stderr.strip().splitlines()
+        self.assertEqual(len(lines), 1, result.stderr)
+        self.assertIn('make manage ARGS="createsuperuser --username ana"', lines[0])
+        self.assertIn("source .venv/bin/activate", lines[0])
+        self.assertIn("Django is not installed", lines[0])
+

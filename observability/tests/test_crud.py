@@ -1,4 +1,9 @@
+import gzip
+import json
+import zlib
 from datetime import UTC, datetime, timedelta
+
+from django.test import override_settings
 
 from observability.models import ApiRequest
 from observability.tests.utils import BASE_TIME, LIST_URL, ApiTestCase, iso, make_event, parse_time
@@ -123,3 +128,40 @@ class CrudTests(ApiTestCase):
             self.assertEqual(response.status_code, 200, response.content)
             stored = ApiRequest.objects.get()
             self.assertEqual((stored.pk, stored.time, stored.status_code), (pk, when - timedelta(days=40), 503))
+
+
+class CompressedBodyTests(ApiTestCase):
+    """A gzip body is read on every JSON endpoint as bulk ingest reads it; another encoding is a 415."""
+
+    def post(self, data: bytes, encoding: str, url=LIST_URL, method="post"):
+        return getattr(self.client, method)(url, data, content_type="application/json",
+                                            HTTP_CONTENT_ENCODING=encoding)
+
+    def test_a_gzip_body_creates_the_event_and_updates_it(self):
+        response = self.post(gzip.compress(json.dumps(make_event(method="post")).encode()), "gzip")
+        self.assertEqual(response.status_code, 201, response.content)
+        stored = ApiRequest.objects.get(pk=response.json()["id"])
+        self.assertEqual((stored.method, stored.time), ("POST", BASE_TIME))
+        response = self.post(gzip.compress(b'{"status_code": 503}'), "gzip", f"{LIST_URL}{stored.pk}/", "patch")
+        self.assertEqual(response.status_code, 200, response.content)
+        self.assertEqual(ApiRequest.objects.get(pk=stored.pk).status_code, 503)
+
+    def test_an_encoding_we_do_not_take_is_a_415_naming_it(self):
+        body = zlib.compress(json.dumps(make_event()).encode())
+        for encoding in ("deflate", "br", "gzip, deflate"):
+            with self.subTest(encoding):
+                response = self.post(body, encoding)
+                self.assertEqual(response.status_code, 415, response.content)
+                self.assertIn(f'"{encoding}"', response.json()["detail"])
+                self.assertIn("gzip", response.json()["detail"])
+        self.assertEqual(ApiRequest.objects.count(), 0)
+
+    def test_a_body_that_is_not_gzip_is_a_400_and_one_inflating_past_the_cap_a_413(self):
+        response = self.post(json.dumps(make_event()).encode(), "gzip")
+        self.assertEqual(response.status_code, 400, response.content)
+        self.assertIn("not valid gzip", response.json()["detail"])
+        with override_settings(APM_INGEST_MAX_BYTES=1000):
+            response = self.post(gzip.compress(b" " * 5000 + json.dumps(make_event()).encode()), "gzip")
+        self.assertEqual(response.status_code, 413, response.content)
+        self.assertIn("APM_INGEST_MAX_BYTES", response.json()["detail"])
+        self.assertEqual(ApiRequest.objects.count(), 0)

@@ -5,6 +5,8 @@ What the page shows is tested in a real browser: test_dashboard_browser.py.
 
 import hashlib
 import re
+import shlex
+from html import unescape
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -12,7 +14,7 @@ from django.contrib.auth import get_user_model
 from django.test import TestCase
 
 from observability.dashboard import CONTENT_SECURITY_POLICY
-from observability.tests.utils import ApiTestCase
+from observability.tests.utils import BASE_TIME, ApiTestCase, api_key_headers, iso
 
 STATIC = Path(__file__).resolve().parent.parent / "static" / "observability"
 UPLOT = STATIC / "vendor" / "uplot-1.6.32"
@@ -59,6 +61,11 @@ class DashboardAccessTests(TestCase):
             "/accounts/login/", {"username": "ana", "password": "pw-for-tests-only", "next": "/"})
         self.assertRedirects(response, "/", fetch_redirect_response=False)
         self.assertEqual(self.client.get("/").status_code, 200)
+
+    def test_the_login_page_tells_how_to_create_an_account_through_make(self):
+        page = self.client.get("/accounts/login/").content.decode()
+        self.assertIn('<code>make manage ARGS="createsuperuser"</code>', page)
+        self.assertNotIn("python manage.py", page)
 
     def test_a_wrong_password_shows_the_form_again_with_a_message(self):
         get_user_model().objects.create_user("ana", password="pw-for-tests-only")
@@ -129,3 +136,31 @@ class SeriesForSessionsTests(ApiTestCase):
         self.client.force_login(user)
         for url in ("/api/requests/series/", "/api/requests/kpis/", "/api/requests/top-endpoints/"):
             self.assertEqual(self.client.get(url).status_code, 200, url)
+
+
+class EmptyStateExampleTests(ApiTestCase):
+    """The empty state's `curl`, pasted as the page shows it (origin and time filled in by the script), is
+    answered 200: it sends the key, and says how to get it."""
+
+    def test_the_example_sends_the_key_and_says_where_it_comes_from(self):
+        self.client.force_login(get_user_model().objects.create_user("ana", password="pw-for-tests-only"))
+        html = self.client.get("/").content.decode()
+        pre = re.search(r'<pre id="empty-example">(.*?)</pre>', html, re.S).group(1)
+        # What dashboard.js puts into the two spans (renderEmpty).
+        text = re.sub(r'<span id="empty-origin"></span>', "http://testserver", pre)
+        text = unescape(re.sub(r'<span id="empty-time"></span>', iso(BASE_TIME), text))
+        self.assertIn("make -s key", html.split('<pre id="empty-example">')[0])
+        first, _, command = text.partition("\n")
+        self.assertEqual(first, "export APM_KEY=$(make -s key)")
+        args = shlex.split(command.replace("\\\n", " "))
+        self.assertEqual(args[:3], ["curl", "-X", "POST"])
+        headers = dict(args[i + 1].split(": ", 1) for i, arg in enumerate(args) if arg == "-H")
+        self.assertEqual(headers["Authorization"], "Bearer $APM_KEY")
+        # As the shell would run it, with a key in APM_KEY (and no session: a terminal has none).
+        self.client.logout()
+        key = api_key_headers("ingest")["Authorization"].removeprefix("Bearer ")
+        response = self.client.post(args[3].removeprefix("http://testserver"), args[args.index("-d") + 1],
+                                    content_type=headers["Content-Type"],
+                                    HTTP_AUTHORIZATION=headers["Authorization"].replace("$APM_KEY", key))
+        self.assertEqual(response.status_code, 200, response.content)
+        self.assertEqual(response.json()["inserted"], 1)

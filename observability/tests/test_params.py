@@ -12,7 +12,15 @@ from rest_framework.test import APIRequestFactory
 from observability.models import ApiRequest
 from observability.params import StrictQueryParamsMixin, allowed_query_params
 from observability.serializers import KpiParamSerializer
-from observability.tests.utils import BASE_TIME, ApiTestCase, iso, make_event, post_ingest
+from observability.tests.utils import (
+    BASE_TIME,
+    ApiTestCase,
+    KeyClient,
+    api_key_headers,
+    iso,
+    make_event,
+    post_ingest,
+)
 
 LIST = "/api/requests/"
 HOURLY = "/api/requests/hourly/"
@@ -235,3 +243,106 @@ class DeclarationTests(ApiTestCase):
 
         view = ApiRequestViewSet(action="list")
         self.assertEqual(allowed_query_params(view), LIST_FILTERS | {"page", "page_size", "format"})
+
+
+class FormatCharacterTests(ApiTestCase):
+    """A `%`, `%s`, `%(x)s` or `{}` in any parameter is a JSON 4xx (or 200), never a 500.
+
+    Django and django-filter %-format validation messages; one that pasted the client's value in
+    (`?method=%25`) raised a TypeError. Every GET endpoint and every parameter it accepts is sent
+    each value, as the value and as the parameter's name.
+    """
+
+    PAYLOADS = ("%", "%s", "%(x)s", "{}", "%d%%{0}")
+    # Plain (non-DRF) GET views and the parameters they read.
+    PLAIN = {"/api/health/": {"db", "format"}, "/api/": {"format"}, "/api/schema/": {"format", "lang"},
+             "/metrics": {"format"}}
+    # Needed for the others to be validated past a missing required value.
+    BASE = {"timeseries": {"interval": "hour"}}
+
+    client_class = KeyClient
+
+    def setUp(self):
+        super().setUp()
+        self.client.api_key = api_key_headers("read")["Authorization"].removeprefix("Bearer ")
+        post_ingest(KeyClient(), [make_event()])
+
+    def viewset_gets(self):
+        """(action, url, accepted parameters) of every GET route of the events API."""
+        from django.urls import reverse
+
+        from observability.urls import router
+
+        for pattern in router.urls:
+            callback = pattern.callback
+            actions = getattr(callback, "actions", None) or {}
+            if "get" not in actions:
+                continue
+            name = actions["get"]
+            kwargs = {"pk": "1"} if "pk" in pattern.pattern.regex.groupindex else {}
+            if pattern.pattern.regex.groupindex.keys() - {"pk"}:
+                continue  # the format-suffix twins of the same routes
+            yield name, reverse(pattern.name, kwargs=kwargs), allowed_query_params(callback.cls(action=name))
+
+    def assert_json_answer(self, response, where):
+        self.assertLess(response.status_code, 500, (where, response.content[:300]))
+        if response.status_code >= 400:
+            self.assertEqual(response["Content-Type"], "application/json", where)
+            self.assertIn("detail", response.json(), where)
+
+    def test_every_parameter_of_every_get_endpoint_takes_format_characters(self):
+        routes = list(self.viewset_gets())
+        self.assertLessEqual({"list", "retrieve", "kpis", "top_endpoints", "timeseries", "series", "hourly",
+                              "daily"}, {name for name, _, _ in routes})
+        targets = [(url, params, self.BASE.get(name, {})) for name, url, params in routes]
+        targets += [(url, params, {}) for url, params in self.PLAIN.items()]
+        for url, params, base in targets:
+            for param in sorted(params):
+                for payload in self.PAYLOADS:
+                    where = f"GET {url}?{param}={payload}"
+                    with self.subTest(where):
+                        self.assert_json_answer(self.client.get(url, {**base, param: payload}), where)
+            for payload in self.PAYLOADS:
+                with self.subTest(f"GET {url}?{payload}=1"):
+                    self.assert_json_answer(self.client.get(url, {**base, payload: "1"}), f"{url} name {payload}")
+
+    def test_a_bad_method_is_named_with_the_value_as_sent(self):
+        response = self.client.get(LIST, {"method": "%(x)s"})
+        self.assertEqual(response.status_code, 400)
+        self.assertEqual(response.json()["method"],
+                         ['"%(x)s" is not a valid method. Use one of GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS.'])
+
+    def test_a_contradictory_range_still_names_both_values(self):
+        response = self.client.get(LIST, {"latency_min": "5", "latency_max": "1"})
+        self.assertEqual(response.json()["latency_min"], ["latency_min (5) is above latency_max (1)."])
+
+
+class TimeMessageTests(ApiTestCase):
+    """A time the server can't read names the forms it takes, and the `+` a query string turned into a space."""
+
+    FORMS = "Enter a valid date/time in ISO 8601, e.g. 2026-12-07T10:00:00Z or 2026-12-07T10:00:00+02:00."
+    PLUS = (" It holds a space: in a query string + means a space, so send an offset's + as %2B "
+            "(2026-12-07T10:00:00%2B02:00).")
+    # Every endpoint with a time parameter, and what else it needs to get that far.
+    URLS = {LIST: {}, KPIS: {}, TOP: {}, HOURLY: {}, DAILY: {}, "/api/requests/timeseries/": {"interval": "hour"},
+            "/api/requests/series/": {}}
+
+    def test_an_unreadable_time_names_iso_8601_with_an_example(self):
+        for url, base in self.URLS.items():
+            for name in ("start", "end"):
+                with self.subTest(url=url, name=name):
+                    response = self.client.get(url, {**base, name: "yesterday"})
+                    self.assertEqual(response.status_code, 400, response.content)
+                    self.assertEqual(response.json()[name], [self.FORMS])
+                    self.assertIn(name, response.json()["detail"])
+
+    def test_a_plus_sent_unencoded_gets_the_percent_2b_hint(self):
+        for url, base in self.URLS.items():
+            with self.subTest(url=url):
+                # What ?start=2026-12-07T10:00:00+02:00 arrives as: the + decoded to a space.
+                extra = "".join(f"&{name}={value}" for name, value in base.items())
+                response = self.client.get(f"{url}?start=2026-12-07T10:00:00+02:00{extra}")
+                self.assertEqual(response.status_code, 400, response.content)
+                self.assertEqual(response.json()["start"], [self.FORMS + self.PLUS])
+        sent = self.client.get(LIST, {"start": "2026-12-07T10:00:00+02:00"})  # the client encodes + as %2B
+        self.assertEqual(sent.status_code, 200, sent.content)

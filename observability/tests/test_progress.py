@@ -55,16 +55,19 @@ class SeedRequestsProgressTests(TestCase):
                      "--no-refresh", stdout=out)
         return out.getvalue()
 
-    def test_off_a_terminal_seed_requests_prints_a_line_per_ten_percent_then_its_summary(self):
+    def test_off_a_terminal_seed_requests_prints_its_plan_a_line_per_ten_percent_then_its_summary(self):
         lines = self.seed(StringIO(), 2000).splitlines()
-        self.assertEqual(len(lines), 11, lines)
-        self.assertEqual([line.split()[0] for line in lines[:10]], [f"{p}.0%" for p in range(10, 101, 10)])
+        self.assertEqual(len(lines), 12, lines)
+        self.assertTrue(lines[0].startswith("Seeding 2,000 events over 1 days"), lines[0])
+        self.assertEqual([line.split()[0] for line in lines[1:11]], [f"{p}.0%" for p in range(10, 101, 10)])
         self.assertTrue(lines[-1].startswith("Seeded 2,000 events over 1 days"), lines[-1])
 
     def test_on_a_terminal_seed_requests_redraws_one_line_then_prints_its_summary(self):
         text = self.seed(Terminal(), 2000)
-        bar, summary = text.rstrip("\n").split("\n")
+        plan, bar, summary = text.rstrip("\n").split("\n")
+        self.assertTrue(plan.startswith("Seeding 2,000 events"), plan)
         self.assertIn("\r", bar)
         self.assertRegex(bar.rsplit("\r", 1)[-1], r"100%.*2\.00k/2\.00k")
         self.assertTrue(summary.startswith("Seeded 2,000 events"), summary)
-        self.assertIsNone(re.search(r"\n\r|\r\n", text))
+        # The bar's redraws stay on one line (its first draw starts with \r, after the plan's newline).
+        self.assertIsNone(re.search(r"\n\r|\r\n", text.split("\n", 1)[1].removeprefix("\r")))

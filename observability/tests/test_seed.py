@@ -1,11 +1,13 @@
 from datetime import UTC, datetime, timedelta
 from io import StringIO
+from unittest import mock
 
 from django.core.management import CommandError, call_command
 from django.db import connection
 from django.test import TestCase, TransactionTestCase
 
 from observability import retention, rollups
+from observability.management.commands import seed_requests
 from observability.models import ApiRequest
 from observability.tests.utils import api_key_headers, skip_unless_timescale
 
@@ -63,6 +65,20 @@ class SeedRequestsTests(TestCase):
         self.assertGreater(latencies[-1], 5 * latencies[len(latencies) // 2])  # a slow tail
         errors = sum(1 for r in rows if r[4] >= 500)
         self.assertTrue(0 < errors < 300, errors)
+
+    def test_it_says_what_it_will_add_and_about_how_long_before_it_starts_and_what_it_took_at_the_end(self):
+        with mock.patch.dict(seed_requests.SEED_RATE, {connection.vendor: 1_000}):  # 3,000 events: ~3 s
+            out = StringIO()
+            call_command("seed_requests", "--events", "3000", "--days", "2", "--end", END, "--services", "4",
+                         "--endpoints-per-service", "5", "--no-refresh", stdout=out)
+        lines = out.getvalue().splitlines()
+        name = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}[connection.vendor]
+        self.assertEqual(lines[0], "Seeding 3,000 events over 2 days (2026-02-27T00:00:00+00:00 to "
+                                   f"2026-03-01T00:00:00+00:00), 4 services x 5 endpoints (20 series), on {name}: "
+                                   "about 3 s at ~1,000 events/s.")
+        self.assertRegex(lines[-1], r"^Seeded 3,000 events over 2 days .* in \d+\.\ds \([\d,]+/s\)\. "
+                                    r"\d+\.\ds in all\.$")
+        self.assertEqual([seed_requests._duration(s) for s in (0.4, 42, 600)], ["under 1 s", "42 s", "10.0 min"])
 
     def test_bad_sizes_are_refused(self):
         with self.assertRaises(CommandError):

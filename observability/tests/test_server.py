@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -262,3 +263,32 @@ class AcceptPauseTests(SimpleTestCase):
         time.sleep(0.01)
         self.worker.wait_for_and_dispatch_events(0)  # its loop still serves what is open
         self.assertFalse(self.worker._accepting)
+
+
+class UncollectedStaticTests(SimpleTestCase):
+    """DEBUG off and `collectstatic` never run: the pages work (no 500), and the log says why not hashed."""
+
+    def test_every_html_page_is_served_with_its_static_files_and_the_log_names_collectstatic(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            env = {"DATABASE_URL": f"sqlite:///{tmp}/server.sqlite3", "APM_TIMESCALE": "auto",
+                   "DJANGO_STATIC_ROOT": f"{tmp}/static", "DJANGO_SECRET_KEY": "server-test-" + "x" * 50}
+            manage("migrate", "--noinput", env=env)
+            # A logged-in session, made as Django's login does (the pages need one).
+            session = manage("shell", "-c", (
+                "from django.contrib import auth; from django.contrib.sessions.backends.db import SessionStore; "
+                "u = auth.get_user_model().objects.create_user('ana', password='pw-for-tests-only'); "
+                "s = SessionStore(); s[auth.SESSION_KEY] = str(u.pk); "
+                "s[auth.BACKEND_SESSION_KEY] = 'django.contrib.auth.backends.ModelBackend'; "
+                "s[auth.HASH_SESSION_KEY] = u.get_session_auth_hash(); s.create(); print(s.session_key)"),
+                env=env).split()[-1]
+            log = Path(tmp) / "gunicorn.log"
+            with Gunicorn({"DJANGO_DEBUG": "0", "DJANGO_ALLOWED_HOSTS": "127.0.0.1", **env}, log=log) as server:
+                for page, cookie in [("/accounts/login/", ""), *((page, f"sessionid={session}")
+                                                                 for page in ("/", "/api/docs/", "/api/redoc/"))]:
+                    status, _, body = server.request("GET", page, headers={"Cookie": cookie} if cookie else {})
+                    self.assertEqual(status, 200, (page, body[:500]))
+                    for src in re.findall(rb'(?:src|href)="(/static/[^"]+)"', body):
+                        status, _, _ = server.request("GET", src.decode())
+                        self.assertEqual(status, 200, (page, src))
+            self.assertIn("collectstatic", log.read_text())
+            self.assertFalse(Path(tmp, "static", "staticfiles.json").exists())

@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from unittest import mock
 
@@ -34,8 +35,25 @@ def run(args, env):
 
 class DeploySettingsTests(SimpleTestCase):
     def test_check_deploy_passes_with_production_environment(self):
-        result = run(["manage.py", "check", "--deploy", "--fail-level", "WARNING"], PRODUCTION_ENV)
+        with tempfile.TemporaryDirectory() as static:
+            env = {**PRODUCTION_ENV, "DJANGO_STATIC_ROOT": static}  # a deployment runs collectstatic
+            collected = run(["manage.py", "collectstatic", "--noinput", "-v", "0"], env)
+            self.assertEqual(collected.returncode, 0, collected.stderr)
+            result = run(["manage.py", "check", "--deploy", "--fail-level", "WARNING"], env)
         self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+
+    def test_check_deploy_names_collectstatic_when_static_files_were_not_collected(self):
+        with tempfile.TemporaryDirectory() as static:
+            env = {**PRODUCTION_ENV, "DJANGO_STATIC_ROOT": static}
+            result = run(["manage.py", "check", "--deploy", "--fail-level", "WARNING"], env)
+            self.assertNotEqual(result.returncode, 0)
+            self.assertIn("apm.W001", result.stderr)
+            self.assertIn("collectstatic --noinput", result.stderr)
+            # Neither collectstatic itself nor the other commands are held up by it.
+            self.assertEqual(run(["manage.py", "check"], env).returncode, 0)
+            collected = run(["manage.py", "collectstatic", "--noinput", "-v", "0"], env)
+            self.assertEqual(collected.returncode, 0, collected.stderr)
+            self.assertTrue(Path(static, "staticfiles.json").is_file())
 
     def test_check_deploy_fails_without_the_tls_settings(self):
         env = {k: v for k, v in PRODUCTION_ENV.items() if not k.startswith("DJANGO_SECURE")}

@@ -31,6 +31,23 @@ METHODS = ("GET", "GET", "GET", "POST", "PUT", "DELETE")
 OK_CODES = (200, 200, 200, 201, 204, 304, 400, 404)
 ERROR_CODES = (500, 502, 503)
 
+# For the estimate printed before seeding: events generated and inserted per second, measured on
+# this project's 2-core test machine (100,000 to 300,000 events over 30 days, a few runs each):
+# SQLite (Python + executemany) 26,000-33,000/s; PostgreSQL (INSERT ... SELECT), with or without
+# TimescaleDB, 74,000-98,000/s.
+SEED_RATE = {"sqlite": 30_000, "postgresql": 80_000}
+# TimescaleDB's refresh of the continuous aggregates afterwards re-reads every event of the span,
+# earlier ones included: about 50,000 events/s (900,000 events over 30 days: 18 s). Elsewhere the
+# rollups are views: nothing to refresh.
+REFRESH_RATE = 50_000
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 1:
+        return "under 1 s"
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
+
+
 # One row per n in [lo, hi). u(k) is a uniform [0, 1) draw from hashint8extended(n, seed*32+k).
 _PG_INSERT = """
 INSERT INTO {table} (time, service, endpoint, method, status_code, latency_ms, trace_id, user_ref)
@@ -112,6 +129,8 @@ class Command(BaseCommand):
             # order, as real traffic does, so the table is laid out by time as it would be.
             "start": start, "first": opts["first_row"], "step": days * 86400.0 / max(events, 1),
         }
+        self.stdout.write(self._plan(events, days, start, end, opts))
+        self.stdout.flush()  # before the work starts, also when the output is a pipe or a log
         began = time.monotonic()
         first = opts["first_row"]
         # At most a tenth of the run per batch, so the progress shows every 10% (rows don't
@@ -139,8 +158,24 @@ class Command(BaseCommand):
                 refreshed += f" Columnstore policies run ({', '.join(columnar)})."
         self.stdout.write(
             f"Seeded {events:,} events over {days:g} days ending {end.isoformat()} (seed {opts['seed']}) "
-            f"in {seconds:.1f}s ({events / seconds if seconds else 0:,.0f}/s).{refreshed}"
+            f"in {seconds:.1f}s ({events / seconds if seconds else 0:,.0f}/s).{refreshed} "
+            f"{time.monotonic() - began:.1f}s in all."
         )
+
+    @staticmethod
+    def _plan(events: int, days: float, start: datetime, end: datetime, opts: dict) -> str:
+        """What is about to happen, and about how long it takes (SEED_RATE, REFRESH_RATE)."""
+        vendor = connection.vendor
+        rate = SEED_RATE.get(vendor, SEED_RATE["postgresql"])
+        services, eps = opts["services"], opts["endpoints_per_service"]
+        name = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}.get(vendor, vendor)
+        plan = (f"Seeding {events:,} events over {days:g} days ({start.isoformat()} to {end.isoformat()}), "
+                f"{services} services x {eps} endpoints ({services * eps:,} series), on {name}: "
+                f"about {_duration(events / rate)} at ~{rate:,} events/s")
+        if events and not opts["no_refresh"] and db.rollups_are_continuous():
+            plan += (f", then about {_duration(events / REFRESH_RATE)} refreshing the rollups "
+                     f"(~{REFRESH_RATE:,} events/s; longer when the span already holds events)")
+        return plan + "."
 
     def _insert_postgresql(self, params: dict, lo: int, hi: int) -> None:
         table = connection.ops.quote_name(ApiRequest._meta.db_table)
