@@ -7,7 +7,7 @@ POST /api/requests/ingest/ with an ingest key and to the same view with authenti
 time ratios. The same is done with the unauthenticated view against itself (an A/A test): its
 distance from 1.000 is what this machine's noise allows one to resolve.
 
-    scripts/with_postgres.sh .venv/bin/python scripts/bench_auth.py [-n 5000] [--pairs 40]
+    scripts/lib/with_postgres.sh .venv/bin/python scripts/bench_auth.py [-n 5000] [--pairs 40]
 """
 
 import argparse

@@ -38,8 +38,8 @@ trap 'exit 143' TERM
 free_port() { "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 port_busy() { "$PY" -c 'import socket, sys; s = socket.socket(); sys.exit(s.connect_ex(("127.0.0.1", int(sys.argv[1]))) != 0)' "$1"; }
 
-# shellcheck source=scripts/bootstrap.sh
-source scripts/bootstrap.sh || exit 1
+# shellcheck source=scripts/lib/bootstrap.sh
+source scripts/lib/bootstrap.sh || exit 1
 
 apps=${DEMO_APPS:-django fastapi}
 declare -A service=([django]=shop-django [fastapi]=inventory-fastapi)
@@ -65,7 +65,7 @@ else
 fi
 mkdir -p "$logs"
 
-# One virtualenv per example app, rebuilt when its requirements change (as scripts/bootstrap.sh).
+# One virtualenv per example app, rebuilt when its requirements change (as scripts/lib/bootstrap.sh).
 for app in $apps; do
   req=$examples/${app}_app/requirements.txt
   venv=$root/.demo/venv-$app

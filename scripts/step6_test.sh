@@ -11,10 +11,10 @@ cd "$(dirname "$0")/.."
 mkdir -p reports
 exec > >(tee reports/step6_tests.log) 2>&1
 
-# shellcheck source=scripts/bootstrap.sh
-source scripts/bootstrap.sh || exit 1
-# shellcheck source=scripts/pg_cluster.sh
-source scripts/pg_cluster.sh
+# shellcheck source=scripts/lib/bootstrap.sh
+source scripts/lib/bootstrap.sh || exit 1
+# shellcheck source=scripts/lib/pg_cluster.sh
+source scripts/lib/pg_cluster.sh
 
 export DJANGO_SECRET_KEY="${DJANGO_SECRET_KEY:-step6-tests-only-not-a-secret}"
 export DJANGO_DEBUG=0

@@ -6,10 +6,10 @@
 #
 # Exit status: 0 passed or skipped, 1 failed.
 cd "$(dirname "$0")/.." || exit 1
-# shellcheck source=scripts/bootstrap.sh
-source scripts/bootstrap.sh || exit 1
-# shellcheck source=scripts/chromium.sh
-source scripts/chromium.sh
+# shellcheck source=scripts/lib/bootstrap.sh
+source scripts/lib/bootstrap.sh || exit 1
+# shellcheck source=scripts/lib/chromium.sh
+source scripts/lib/chromium.sh
 
 DASHBOARD_RESULT=""
 _dash_main() {

@@ -5,10 +5,10 @@
 # Exit status 0 on success, 1 on failure, 2 when it could not run (no PostgreSQL).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-# shellcheck source=scripts/bootstrap.sh
-source scripts/bootstrap.sh || exit 2
-# shellcheck source=scripts/pg_cluster.sh
-source scripts/pg_cluster.sh
+# shellcheck source=scripts/lib/bootstrap.sh
+source scripts/lib/bootstrap.sh || exit 2
+# shellcheck source=scripts/lib/pg_cluster.sh
+source scripts/lib/pg_cluster.sh
 
 pg_cluster_start || { echo "test_faults: could not start a PostgreSQL cluster"; exit 2; }
 pg_cluster_createdb apm_faults || exit 2

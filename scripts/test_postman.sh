@@ -12,8 +12,8 @@ cd "$(dirname "$0")/.."
 summary_file=${1:-/dev/null}
 finish() { echo "$1"; echo "$1" > "$summary_file"; exit "$2"; }
 
-# shellcheck source=scripts/bootstrap.sh
-source scripts/bootstrap.sh || finish "Postman/newman: FAILED (could not bootstrap .venv)" 1
+# shellcheck source=scripts/lib/bootstrap.sh
+source scripts/lib/bootstrap.sh || finish "Postman/newman: FAILED (could not bootstrap .venv)" 1
 
 collection=postman/APM_Observability_Step2.postman_collection.json
 prefix=.cache/newman

@@ -14,8 +14,8 @@
 # APM_FUZZ_POSTMAN=0 skips step 4, APM_FUZZ_DATABASE_URL fuzzes another (throwaway) database. The last line printed is the one-line summary.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-# shellcheck source=scripts/bootstrap.sh
-source scripts/bootstrap.sh || { echo "API contract: FAILED (bootstrap)"; exit 1; }
+# shellcheck source=scripts/lib/bootstrap.sh
+source scripts/lib/bootstrap.sh || { echo "API contract: FAILED (bootstrap)"; exit 1; }
 
 SEED=${APM_FUZZ_SEED:-13}
 EXAMPLES=${APM_FUZZ_EXAMPLES:-15}
