@@ -126,7 +126,7 @@ if [ $check = 1 ]; then
     --seed 16 --json "$traffic_json" || { tail -n 20 "$logs"/*.log; exit 1; }
   checks=()
   for app in $apps; do checks+=(--app "$app=${service[$app]}=$root/.demo/venv-$app/bin/python"); done
-  if "$PY" scripts/check_demo.py --backend "$backend" --key "$key" --traffic "$traffic_json" "${checks[@]}"; then
+  if "$PY" scripts/test/check_demo.py --backend "$backend" --key "$key" --traffic "$traffic_json" "${checks[@]}"; then
     exit 0
   fi
   for app in $apps; do say "--- $app log"; tail -n 20 "$logs/$app.log"; done
