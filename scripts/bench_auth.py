@@ -21,7 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.support import Gunicorn, setup_django  # noqa: E402
+from benchmarks import setup_django  # noqa: E402
+from observability.tests.live import Gunicorn  # noqa: E402
 
 
 def main() -> int:

@@ -34,7 +34,8 @@ from urllib.parse import urlencode
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.support import Gunicorn, setup_django  # noqa: E402
+from benchmarks import setup_django  # noqa: E402
+from observability.tests.live import Gunicorn  # noqa: E402
 
 RAW = "observability_apirequest"
 WINDOWS = {"1h": timedelta(hours=1), "24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}

@@ -41,7 +41,8 @@ from urllib.parse import urlencode
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.support import Gunicorn, setup_django  # noqa: E402
+from benchmarks import setup_django  # noqa: E402
+from observability.tests.live import Gunicorn  # noqa: E402
 
 RAW = "observability_apirequest"
 FIRST_ROW = 10**13  # ids of the added events, far from the seeded ones

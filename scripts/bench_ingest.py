@@ -41,7 +41,8 @@ NO_AUTH_PATH = "/bench/ingest-no-auth/"
 OTLP = "POST /v1/traces (pb+gzip)"
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.support import Gunicorn, setup_django  # noqa: E402
+from benchmarks import setup_django  # noqa: E402
+from observability.tests.live import Gunicorn  # noqa: E402
 
 
 def make_events(n: int, seed: int) -> list[dict]:

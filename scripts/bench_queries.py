@@ -38,8 +38,9 @@ from urllib.parse import urlencode
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.support import Gunicorn, setup_django  # noqa: E402
+from benchmarks import setup_django  # noqa: E402
 from observability.apps import percentile_cont  # noqa: E402
+from observability.tests.live import Gunicorn  # noqa: E402
 
 WINDOWS = {"1h": timedelta(hours=1), "24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
 SERVICE = "svc-000"  # the busiest service

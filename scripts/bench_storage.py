@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.support import setup_django  # noqa: E402
+from benchmarks import setup_django  # noqa: E402
 
 
 def measure() -> list[dict]:

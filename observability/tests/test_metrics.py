@@ -10,9 +10,9 @@ from pathlib import Path
 from django.test import SimpleTestCase, TestCase
 from prometheus_client.parser import text_string_to_metric_families
 
-from benchmarks.support import Gunicorn
 from observability import rollups
 from observability.models import ApiRequest
+from observability.tests.live import Gunicorn
 from observability.tests.test_retention import store
 from observability.tests.test_server import manage, server_key_headers
 from observability.tests.utils import (

@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 from django.db import connection
 
-from benchmarks.support import ROOT, Gunicorn
+from observability.tests.live import ROOT, Gunicorn
 from observability.tests.test_otlp import HTTP_GET, export_request, server_span
 from observability.tests.test_server import server_key_headers
 from observability.tests.utils import ApiTransactionTestCase, api_key_headers, make_events

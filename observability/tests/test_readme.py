@@ -17,7 +17,7 @@ from pathlib import Path
 
 from django.test import SimpleTestCase
 
-from benchmarks.support import Gunicorn
+from observability.tests.live import Gunicorn
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from django.test import SimpleTestCase
 
-from benchmarks.support import ROOT, Gunicorn, free_port
+from observability.tests.live import ROOT, Gunicorn, free_port
 
 
 def serve(env: dict) -> Gunicorn:

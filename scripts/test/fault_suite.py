@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from benchmarks.support import ROOT, Gunicorn  # noqa: E402
+from observability.tests.live import ROOT, Gunicorn  # noqa: E402
 
 CLIENTS = 4
 BATCH = 200

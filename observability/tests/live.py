@@ -1,4 +1,5 @@
-"""Running the service under gunicorn on a loopback port (benchmarks and the real-server test)."""
+"""Running the service under gunicorn on a loopback port: the harness of the tests that need a real
+server, which the benchmarks and the fault suite use too."""
 
 from __future__ import annotations
 
@@ -11,27 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def setup_django(script: str, settings_module: str, make_target: str) -> str | None:
-    """Configure Django for a benchmark against PostgreSQL; the DATABASE_URL, or None if unusable."""
-    url = os.environ.get("DATABASE_URL", "")
-    if not url.startswith(("postgres://", "postgresql://")):
-        print(f"{script}: DATABASE_URL must point at PostgreSQL (make {make_target} starts one).")
-        return None
-    os.environ.setdefault("DJANGO_SECRET_KEY", "bench-only-not-a-secret")
-    os.environ["DJANGO_DEBUG"] = "0"
-    os.environ["DJANGO_SETTINGS_MODULE"] = settings_module
-    import django
-
-    django.setup()
-    from apm_platform import dbguard
-
-    # Batch work, as manage.py commands: a refresh after 100,000 late events or a 30-day exact
-    # percentile runs longer than the 10 s a request may wait for one round trip.
-    dbguard.PROCESS_TIMEOUT = dbguard.BATCH_TIMEOUT
-    return url
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:
