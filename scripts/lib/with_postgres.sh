@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run a command with DATABASE_URL set: the caller's, or a throwaway PostgreSQL cluster on
 # loopback (with TimescaleDB preloaded where it is installed), stopped afterwards.
-#   scripts/lib/with_postgres.sh python scripts/bench_ingest.py
+#   scripts/lib/with_postgres.sh python scripts/bench/bench_ingest.py
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 if [ -n "${DATABASE_URL:-}" ]; then

@@ -1,6 +1,6 @@
-"""Support code for the benchmark scripts in scripts/ (not part of the service): Django set up
-for a benchmark, the settings and the naive baseline's URLs. The gunicorn harness is
-observability/tests/live.py."""
+"""The benchmarks (bench_*.py, not part of the service) and what they share: Django set up for
+a benchmark here, the service's settings and URLs plus the naive baseline (settings.py,
+urls.py). The gunicorn harness is observability/tests/live.py."""
 
 from __future__ import annotations
 
