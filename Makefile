@@ -4,7 +4,7 @@ PORT ?= 8000
 # --env-file: with -f docker/..., compose would read ${VAR} values from docker/.env (the project
 # directory is the compose file's folder), not the .env docs/DEPLOY.md has you edit.
 COMPOSE := docker compose --env-file .env -f docker/docker-compose.yml
-VENV_PY := source scripts/bootstrap.sh &&
+VENV_PY := source scripts/lib/bootstrap.sh &&
 
 .PHONY: run test step6 migrate install lint bench-ingest bench bench-sqlite bench-storage bench-dashboard bench-fresh seed up down logs key manage openapi demo
 
@@ -36,7 +36,7 @@ lint:
 	@$(VENV_PY) "$$PY" -m ruff check .
 
 bench-ingest:  ## ingest throughput vs raw COPY vs naive DRF (gunicorn on loopback, PostgreSQL)
-	@$(VENV_PY) scripts/with_postgres.sh "$$PY" scripts/bench_ingest.py $(ARGS)
+	@$(VENV_PY) scripts/lib/with_postgres.sh "$$PY" scripts/bench/bench_ingest.py $(ARGS)
 
 up:  ## docker: build and start db + web
 	$(COMPOSE) up --build -d
@@ -48,17 +48,17 @@ logs:  ## docker: follow the web service's log (db: docker compose ... logs -f d
 	$(COMPOSE) logs -f web
 
 bench-sqlite:  ## the embedded default: API on SQLite (200,000 seeded events) vs plain SQL on raw
-	@$(VENV_PY) "$$PY" scripts/bench_sqlite.py $(ARGS)
+	@$(VENV_PY) "$$PY" scripts/bench/bench_sqlite.py $(ARGS)
 
 bench:  ## query benchmark: API vs plain SQL on the raw table (ARGS="-n 10000000" for 10M events)
-	@$(VENV_PY) scripts/with_postgres.sh "$$PY" scripts/bench_queries.py $(ARGS)
+	@$(VENV_PY) scripts/lib/with_postgres.sh "$$PY" scripts/bench/bench_queries.py $(ARGS)
 
 bench-storage:  ## bytes/event and query times before/after the columnstore (TimescaleDB; ARGS="-n 10000000")
-	@$(VENV_PY) scripts/with_postgres.sh "$$PY" scripts/bench_storage.py $(ARGS)
+	@$(VENV_PY) scripts/lib/with_postgres.sh "$$PY" scripts/bench/bench_storage.py $(ARGS)
 bench-dashboard:  ## the dashboard's API calls for the 30-day view vs plain SQL (ARGS="-n 10000000")
-	@$(VENV_PY) scripts/with_postgres.sh "$$PY" scripts/bench_dashboard.py $(ARGS)
+	@$(VENV_PY) scripts/lib/with_postgres.sh "$$PY" scripts/bench/bench_dashboard.py $(ARGS)
 bench-fresh:  ## fresh data under sustained ingest (100/1,000/10,000 events/s): query cost and refresh cost (TimescaleDB)
-	@$(VENV_PY) scripts/with_postgres.sh "$$PY" scripts/bench_fresh.py $(ARGS)
+	@$(VENV_PY) scripts/lib/with_postgres.sh "$$PY" scripts/bench/bench_fresh.py $(ARGS)
 
 seed:  ## add realistic traffic to the configured database (ARGS="--events 100000")
 	@$(VENV_PY) DJANGO_DEBUG=$${DJANGO_DEBUG:-1} "$$PY" manage.py seed_requests $(ARGS)

@@ -38,8 +38,8 @@ trap 'exit 143' TERM
 free_port() { "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 port_busy() { "$PY" -c 'import socket, sys; s = socket.socket(); sys.exit(s.connect_ex(("127.0.0.1", int(sys.argv[1]))) != 0)' "$1"; }
 
-# shellcheck source=scripts/bootstrap.sh
-source scripts/bootstrap.sh || exit 1
+# shellcheck source=scripts/lib/bootstrap.sh
+source scripts/lib/bootstrap.sh || exit 1
 
 apps=${DEMO_APPS:-django fastapi}
 declare -A service=([django]=shop-django [fastapi]=inventory-fastapi)
@@ -65,7 +65,7 @@ else
 fi
 mkdir -p "$logs"
 
-# One virtualenv per example app, rebuilt when its requirements change (as scripts/bootstrap.sh).
+# One virtualenv per example app, rebuilt when its requirements change (as scripts/lib/bootstrap.sh).
 for app in $apps; do
   req=$examples/${app}_app/requirements.txt
   venv=$root/.demo/venv-$app
@@ -126,7 +126,7 @@ if [ $check = 1 ]; then
     --seed 16 --json "$traffic_json" || { tail -n 20 "$logs"/*.log; exit 1; }
   checks=()
   for app in $apps; do checks+=(--app "$app=${service[$app]}=$root/.demo/venv-$app/bin/python"); done
-  if "$PY" scripts/check_demo.py --backend "$backend" --key "$key" --traffic "$traffic_json" "${checks[@]}"; then
+  if "$PY" scripts/test/check_demo.py --backend "$backend" --key "$key" --traffic "$traffic_json" "${checks[@]}"; then
     exit 0
   fi
   for app in $apps; do say "--- $app log"; tail -n 20 "$logs/$app.log"; done

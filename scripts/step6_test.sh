@@ -11,10 +11,10 @@ cd "$(dirname "$0")/.."
 mkdir -p reports
 exec > >(tee reports/step6_tests.log) 2>&1
 
-# shellcheck source=scripts/bootstrap.sh
-source scripts/bootstrap.sh || exit 1
-# shellcheck source=scripts/pg_cluster.sh
-source scripts/pg_cluster.sh
+# shellcheck source=scripts/lib/bootstrap.sh
+source scripts/lib/bootstrap.sh || exit 1
+# shellcheck source=scripts/lib/pg_cluster.sh
+source scripts/lib/pg_cluster.sh
 
 export DJANGO_SECRET_KEY="${DJANGO_SECRET_KEY:-step6-tests-only-not-a-secret}"
 export DJANGO_DEBUG=0
@@ -64,25 +64,25 @@ else
 fi
 
 step "fault suite (PostgreSQL stopped, restarted and frozen under ingest)"
-bash scripts/test_faults.sh; rc=$?
+bash scripts/test/test_faults.sh; rc=$?
 case $rc in
   0) ran+=("fault suite: ok (see the table above)") ;;
   2) ran+=("fault suite: skipped (no PostgreSQL cluster could be started)")
      [ "${APM_REQUIRE_POSTGRES:-0}" = 1 ] && status=1 ;;
   *) ran+=("fault suite: FAILED"); status=1 ;;
 esac
-step "API contract: schema, offline docs, schemathesis, Postman import (scripts/test_schemathesis.sh)"
-bash scripts/test_schemathesis.sh | tee "$work/contract.log"
+step "API contract: schema, offline docs, schemathesis, Postman import (scripts/test/test_schemathesis.sh)"
+bash scripts/test/test_schemathesis.sh | tee "$work/contract.log"
 [ "${PIPESTATUS[0]}" = 0 ] || status=1
 ran+=("$(tail -n 1 "$work/contract.log")")
 step "Postman collection (newman, against gunicorn)"
-bash scripts/test_postman.sh "$work/postman.summary" || status=1; ran+=("$(cat "$work/postman.summary" 2>/dev/null || echo 'Postman/newman: FAILED (no summary)')")
-step "dashboard in a real browser (scripts/test_dashboard.sh)"
-# shellcheck source=scripts/test_dashboard.sh
-source scripts/test_dashboard.sh || status=1
+bash scripts/test/test_postman.sh "$work/postman.summary" || status=1; ran+=("$(cat "$work/postman.summary" 2>/dev/null || echo 'Postman/newman: FAILED (no summary)')")
+step "dashboard in a real browser (scripts/test/test_dashboard.sh)"
+# shellcheck source=scripts/test/test_dashboard.sh
+source scripts/test/test_dashboard.sh || status=1
 ran+=("$DASHBOARD_RESULT")
 step "examples (make demo --check)"
-examples=$(bash scripts/test_examples.sh | tee /dev/stderr | tail -n 1)
+examples=$(bash scripts/test/test_examples.sh | tee /dev/stderr | tail -n 1)
 ran+=("$examples"); [[ $examples == "examples: FAILED"* ]] && status=1
 
 step "summary"

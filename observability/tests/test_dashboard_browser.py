@@ -1,6 +1,6 @@
 """The dashboard in a real browser: Debian's chromium driven by Playwright, on a live server.
 
-Run once per `make test` by scripts/test_dashboard.sh (which installs chromium when missing and
+Run once per `make test` by scripts/test/test_dashboard.sh (which installs chromium when missing and
 sets APM_BROWSER_TESTS=1); skipped with the reason everywhere else. The numbers the page shows
 are compared with the API's answers for the same window and with counts made here from the
 events themselves.
@@ -34,9 +34,9 @@ PASSWORD = "browser-tests-only"  # noqa: S105 (a throwaway user in a test databa
 
 def _skip_reason() -> str | None:
     if os.environ.get("APM_BROWSER_TESTS") != "1":
-        return "browser tests run once per `make test` by scripts/test_dashboard.sh (APM_BROWSER_TESTS=1)"
+        return "browser tests run once per `make test` by scripts/test/test_dashboard.sh (APM_BROWSER_TESTS=1)"
     if not (os.path.exists(CHROMIUM) or shutil.which(CHROMIUM)):
-        return f"chromium not found at {CHROMIUM} (scripts/test_dashboard.sh installs it as root)"
+        return f"chromium not found at {CHROMIUM} (scripts/test/test_dashboard.sh installs it as root)"
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:

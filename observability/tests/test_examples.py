@@ -1,4 +1,4 @@
-"""docs/examples without their own dependencies (scripts/test_examples.sh runs them for real):
+"""docs/examples without their own dependencies (scripts/test/test_examples.sh runs them for real):
 the traffic generator calls every route of each plan, stays within its bounds and on loopback,
 and its Django plan matches the example's URLconf."""
 

@@ -2,19 +2,17 @@
 
 import json
 import os
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
-from django.test import SimpleTestCase, TestCase
+from django.test import TestCase
 from prometheus_client.parser import text_string_to_metric_families
 
-from benchmarks.support import Gunicorn
 from observability import rollups
 from observability.models import ApiRequest
+from observability.tests.live import LiveGunicornTestCase, server_key_headers
 from observability.tests.test_retention import store
-from observability.tests.test_server import manage, server_key_headers
 from observability.tests.utils import (
     BASE_TIME,
     ApiTestCase,
@@ -123,24 +121,16 @@ class RollupLagTests(ApiTransactionTestCase):
             self.assertAlmostEqual(lag, (now - watermark).total_seconds(), delta=5)
 
 
-class MetricsAcrossWorkersTests(SimpleTestCase):
+class MetricsAcrossWorkersTests(LiveGunicornTestCase):
     """A real gunicorn with two workers: one scrape counts what every worker received."""
 
-    @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        cls.tmp = tempfile.TemporaryDirectory()
-        cls.env = {"DATABASE_URL": f"sqlite:///{cls.tmp.name}/metrics.sqlite3", "APM_TIMESCALE": "auto",
-                   "DJANGO_STATIC_ROOT": f"{cls.tmp.name}/static", "DJANGO_DEBUG": "0",
-                   "DJANGO_SECRET_KEY": "metrics-test-" + "x" * 50, "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
-                   "PROMETHEUS_MULTIPROC_DIR": f"{cls.tmp.name}/prometheus"}
-        Path(cls.env["PROMETHEUS_MULTIPROC_DIR"]).mkdir()  # prometheus_client needs it to exist
-        manage("migrate", "--noinput", env=cls.env)
+    workers = 2
 
     @classmethod
-    def tearDownClass(cls):
-        cls.tmp.cleanup()
-        super().tearDownClass()
+    def server_env(cls):
+        metrics_dir = Path(cls.tmp.name, "prometheus")
+        metrics_dir.mkdir()  # prometheus_client needs it to exist (manage.py migrate too)
+        return {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
 
     def test_a_scrape_counts_the_events_sent_to_every_worker(self):
         metrics_dir = Path(self.env["PROMETHEUS_MULTIPROC_DIR"])
@@ -148,7 +138,7 @@ class MetricsAcrossWorkersTests(SimpleTestCase):
         batches = [make_events(20 + i, seed=i) + [make_event(status_code=0)] * (i % 3) for i in range(24)]
         bodies = [json.dumps(batch).encode() for batch in batches]
         headers = {"Content-Type": "application/json", **server_key_headers(self.env, "ingest")}
-        with Gunicorn(self.env, workers=2) as server:
+        with self.serve() as server:
             self.assertFalse((metrics_dir / "counter_1.db").exists(), "stale files are removed on start")
             with ThreadPoolExecutor(max_workers=6) as pool:
                 answers = list(pool.map(

@@ -7,15 +7,13 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from urllib.parse import quote
 
 from django.db import connection
 
-from benchmarks.support import ROOT, Gunicorn
+from observability.tests.live import LiveGunicornTestCase
 from observability.tests.test_otlp import HTTP_GET, export_request, server_span
-from observability.tests.test_server import server_key_headers
 from observability.tests.utils import ApiTransactionTestCase, api_key_headers, make_events
 
 OTEL_APP = Path(__file__).with_name("otel_app.py")
@@ -29,46 +27,30 @@ EXPECTED = [
 ]
 
 
-def database_url() -> tuple[str, str]:
-    """(DATABASE_URL, APM_TIMESCALE) for gunicorn: the suite's own database where a second
-    process can reach it (PostgreSQL), else a fresh SQLite file (the suite's is in memory)."""
-    if connection.vendor == "postgresql":
+class LiveOtlpTests(LiveGunicornTestCase, ApiTransactionTestCase):
+    serve_class = True
+    # gunicorn's own database (SQLite): its keys come from the command, as an operator's would.
+    key_scopes = ("ingest", "read")
+
+    @classmethod
+    def server_env(cls):
+        return {"APM_INGEST_MAX_BYTES": str(1024 * 1024)}
+
+    @classmethod
+    def shared_database(cls):
+        """The suite's own database where a second process can reach it (PostgreSQL); else None,
+        a fresh SQLite file (the suite's is in memory)."""
+        if connection.vendor != "postgresql":
+            return None
         s = connection.settings_dict
         auth = quote(s["USER"] or "", safe="") + (":" + quote(s["PASSWORD"], safe="") if s["PASSWORD"] else "")
         url = f"postgres://{auth}@{s['HOST'] or 'localhost'}:{s['PORT'] or 5432}/{s['NAME']}"
-        return url, os.environ.get("APM_TIMESCALE", "auto")
-    return "", "auto"
-
-
-class LiveOtlpTests(ApiTransactionTestCase):
-    @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        cls.tmp = tempfile.TemporaryDirectory()
-        url, timescale = database_url()
-        cls.own_keys = {}
-        if not url:
-            url = f"sqlite:///{cls.tmp.name}/otlp.sqlite3"
-            env = {"DATABASE_URL": url, "APM_TIMESCALE": "auto"}
-            subprocess.run([sys.executable, "manage.py", "migrate", "--noinput"], cwd=ROOT, check=True,
-                           capture_output=True, env={**os.environ, **env})
-            # gunicorn's own database: its keys come from the command, as an operator's would.
-            cls.own_keys = {scope: server_key_headers(env, scope) for scope in ("ingest", "read")}
-        cls.server = Gunicorn({"DJANGO_DEBUG": "0", "DJANGO_SECRET_KEY": "otlp-live-" + "x" * 50,
-                               "DJANGO_ALLOWED_HOSTS": "127.0.0.1", "DATABASE_URL": url,
-                               "APM_TIMESCALE": timescale, "APM_INGEST_MAX_BYTES": str(1024 * 1024)})
-        cls.server.__enter__()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.server.__exit__(None, None, None)
-        cls.tmp.cleanup()
-        super().tearDownClass()
+        return {"DATABASE_URL": url, "APM_TIMESCALE": os.environ.get("APM_TIMESCALE", "auto")}
 
     def key_headers(self, scope: str) -> dict:
         """A key of `scope` the server accepts: made in its own SQLite file, or (PostgreSQL)
         in the suite's database it shares, anew for each test since the tests flush it."""
-        return self.own_keys.get(scope) or api_key_headers(scope)
+        return self.keys.get(scope) or api_key_headers(scope)
 
     def stored(self, **params) -> list[dict]:
         query = "&".join(f"{k}={quote(str(v))}" for k, v in {**params, "page_size": 1000}.items())

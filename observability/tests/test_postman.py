@@ -1,4 +1,4 @@
-"""The Postman collection: what newman runs (scripts/test_postman.sh) is complete and can fail."""
+"""The Postman collection: what newman runs (scripts/test/test_postman.sh) is complete and can fail."""
 
 import json
 import re

@@ -6,7 +6,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -17,7 +16,7 @@ from pathlib import Path
 
 from django.test import SimpleTestCase
 
-from benchmarks.support import Gunicorn
+from observability.tests.live import Gunicorn, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
@@ -110,12 +109,6 @@ class ReadmeCurlTests(SimpleTestCase):
                         self.assertIn(want, answers, comment)
                         checked += 1
                 return checked
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class ReadmeQuickStartTests(SimpleTestCase):

@@ -13,58 +13,24 @@ from pathlib import Path
 
 from django.test import SimpleTestCase
 
-from benchmarks.support import ROOT, Gunicorn, free_port
+from observability.tests.live import ROOT, SERVER_ENV, Gunicorn, LiveGunicornTestCase, free_port, manage
 
 
-def serve(env: dict) -> Gunicorn:
-    """gunicorn with DEBUG off, answering to 127.0.0.1 only."""
-    return Gunicorn({"DJANGO_DEBUG": "0", "DJANGO_SECRET_KEY": "server-test-" + "x" * 50,
-                     "DJANGO_ALLOWED_HOSTS": "127.0.0.1", **env})
-
-
-def manage(*args, env) -> str:
-    return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, check=True, capture_output=True, text=True,
-                          env={**os.environ, "DJANGO_DEBUG": "0", "DJANGO_SECRET_KEY": "x" * 60, **env}).stdout
-
-
-def server_key_headers(env: dict, scope: str = "admin") -> dict:
-    """A new key of `scope` in the database of a server started with `env`, as headers.
-
-    A live server on its own database can't see keys made in the test database
-    (`api_key_headers`): its key comes from the command, as an operator's would.
-    """
-    key = manage("create_api_key", f"server-test {scope}", "--scope", scope, env=env).splitlines()[-1]
-    return {"Authorization": f"Bearer {key}"}
-
-
-class RealServerTests(SimpleTestCase):
-    @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        cls.tmp = tempfile.TemporaryDirectory()
-        # Its own SQLite database, whatever the suite runs on (APM_TIMESCALE=require would refuse it).
-        cls.env = {"DATABASE_URL": f"sqlite:///{cls.tmp.name}/server.sqlite3", "APM_TIMESCALE": "auto",
-                   "DJANGO_STATIC_ROOT": f"{cls.tmp.name}/static"}
-        manage("migrate", "--noinput", env=cls.env)
-        manage("collectstatic", "--noinput", env=cls.env)
-        cls.auth = server_key_headers(cls.env, "admin")
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.tmp.cleanup()
-        super().tearDownClass()
+class RealServerTests(LiveGunicornTestCase):
+    collectstatic = True
+    key_scopes = ("admin",)
 
     def test_gunicorn_serves_health_the_api_and_static_files_with_debug_off(self):
-        with serve(self.env) as server:
+        with self.serve() as server:
             status, _, body = server.request("GET", "/api/health/?db=1")
             self.assertEqual((status, json.loads(body)), (200, {"status": "ok", "db": "ok"}))
 
             event = {"time": "2026-03-02T10:00:00Z", "service": "s", "endpoint": "/e", "method": "get",
                      "status_code": 500, "latency_ms": 3.5}
             status, _, body = server.request("POST", "/api/requests/ingest/?strict=true", json.dumps([event]),
-                                             {"Content-Type": "application/json", **self.auth})
+                                             {"Content-Type": "application/json", **self.keys["admin"]})
             self.assertEqual((status, json.loads(body)), (201, {"inserted": 1, "rejected": 0, "errors": []}))
-            status, _, body = server.request("GET", "/api/requests/kpis/", headers=self.auth)
+            status, _, body = server.request("GET", "/api/requests/kpis/", headers=self.keys["admin"])
             self.assertEqual(json.loads(body)["errors"], 1)
             status, headers, body = server.request("GET", "/api/requests/kpis/")
             self.assertEqual((status, headers.get("WWW-Authenticate")), (401, 'Bearer realm="apm"'))
@@ -103,8 +69,7 @@ class RealServerTests(SimpleTestCase):
         try:
             for url in (f"postgres://apm@127.0.0.1:{refused}/apm",
                         f"postgres://apm@127.0.0.1:{silent.getsockname()[1]}/apm"):
-                env = {**self.env, "DATABASE_URL": url, "DB_CONNECT_TIMEOUT": "2"}
-                with serve(env) as server:
+                with self.serve(DATABASE_URL=url, DB_CONNECT_TIMEOUT="2") as server:
                     started = time.monotonic()
                     status, headers, body = server.request("GET", "/api/health/?db=1")
                     elapsed = time.monotonic() - started
@@ -123,12 +88,13 @@ class RealServerTests(SimpleTestCase):
             silent.close()
 
     def test_behind_tls_only_health_skips_the_https_redirect_and_the_container_check_passes(self):
-        env = {**self.env, "DJANGO_SECURE_SSL_REDIRECT": "1", "DJANGO_ALLOWED_HOSTS": "apm.example.com"}
-        with serve(env) as server:
+        tls = {"DJANGO_SECURE_SSL_REDIRECT": "1", "DJANGO_ALLOWED_HOSTS": "apm.example.com"}
+        env = {**self.env, **tls}
+        with self.serve(**tls) as server:
             host = {"Host": "apm.example.com"}
             status, _, body = server.request("GET", "/api/health/", headers=host)
             self.assertEqual((status, json.loads(body)), (200, {"status": "ok"}))
-            status, headers, _ = server.request("GET", "/api/requests/kpis/", headers={**host, **self.auth})
+            status, headers, _ = server.request("GET", "/api/requests/kpis/", headers={**host, **self.keys["admin"]})
             self.assertEqual((status, headers["Location"]), (301, "https://apm.example.com/api/requests/kpis/"))
             # docker/healthcheck.py is what compose runs in the container (PORT is its port there).
             check = subprocess.run([sys.executable, str(ROOT / "docker" / "healthcheck.py")], capture_output=True,
@@ -141,7 +107,7 @@ class RealServerTests(SimpleTestCase):
     def test_static_files_never_include_the_code_or_the_environment(self):
         # The defect this guards: an empty DJANGO_STATIC_ROOT (as in .env.example) made the working
         # directory the static root, and WhiteNoise served settings.py and .env with 200.
-        with serve({**self.env, "DJANGO_STATIC_ROOT": ""}) as server:
+        with self.serve(DJANGO_STATIC_ROOT="") as server:
             for path in ("apm_platform/settings.py", "docker/entrypoint.sh", ".env", ".env.example", "manage.py",
                          "db.sqlite3", "../manage.py", "%2e%2e/manage.py"):
                 status, _, body = server.request("GET", f"/static/{path}")
@@ -178,9 +144,8 @@ def assert_health_answers(test: SimpleTestCase, sock: socket.socket, rest: bytes
 
 def workers_serving(tmp: str, workers: int) -> Gunicorn:
     """gunicorn with `workers` processes; /api/health/ is all these tests ask (no migration)."""
-    return Gunicorn({"DJANGO_DEBUG": "0", "DJANGO_SECRET_KEY": "server-test-" + "x" * 50,
-                     "DJANGO_ALLOWED_HOSTS": "127.0.0.1", "APM_TIMESCALE": "auto",
-                     "DATABASE_URL": f"sqlite:///{tmp}/server.sqlite3"}, workers=workers)
+    return Gunicorn({**SERVER_ENV, "APM_TIMESCALE": "auto", "DATABASE_URL": f"sqlite:///{tmp}/server.sqlite3"},
+                    workers=workers)
 
 
 class WorkerBalanceTests(SimpleTestCase):

@@ -6,17 +6,15 @@ import gzip
 import json
 import socket
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
 from django.db import connection
-from django.test import SimpleTestCase
 
 from observability.otlp import _varint
+from observability.tests.live import LiveGunicornTestCase
 from observability.tests.test_body import gzip_bomb
 from observability.tests.test_otlp import HTTP_GET, START_NS, export_request, server_span
-from observability.tests.test_server import manage, serve, server_key_headers
 from observability.tests.utils import make_event
 
 
@@ -46,26 +44,16 @@ def memory_kib(pid: int) -> dict[str, int]:
     return fields
 
 
-class SlowClientTests(SimpleTestCase):
+class SlowClientTests(LiveGunicornTestCase):
+    # The server's own database holds its keys (see server_key_headers).
+    key_scopes = ("ingest", "read")
+
     def setUp(self):
         once(self)
 
     @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        cls.tmp = tempfile.TemporaryDirectory()
-        cls.env = {"DATABASE_URL": f"sqlite:///{cls.tmp.name}/slow.sqlite3", "APM_TIMESCALE": "auto",
-                   "DJANGO_STATIC_ROOT": f"{cls.tmp.name}/static", "GUNICORN_READ_TIMEOUT": "2",
-                   "GUNICORN_TIMEOUT": "30"}
-        manage("migrate", "--noinput", env=cls.env)
-        # The server's own database holds its keys (see server_key_headers).
-        cls.ingest_key = server_key_headers(cls.env, "ingest")
-        cls.read_key = server_key_headers(cls.env, "read")
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.tmp.cleanup()
-        super().tearDownClass()
+    def server_env(cls):
+        return {"GUNICORN_READ_TIMEOUT": "2", "GUNICORN_TIMEOUT": "30"}
 
     def stalled(self, server, data: bytes) -> socket.socket:
         sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
@@ -73,7 +61,7 @@ class SlowClientTests(SimpleTestCase):
         return sock
 
     def test_three_stalled_connections_dont_stop_health_probes_and_are_dropped(self):
-        with serve(self.env) as server:
+        with self.serve() as server:
             stalled = [self.stalled(server, b"GET /api/health/ HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow:")
                        for _ in range(3)]
             time.sleep(0.5)  # each is now in a worker thread, reading headers
@@ -91,10 +79,10 @@ class SlowClientTests(SimpleTestCase):
                 sock.close()
 
     def test_a_body_shorter_than_its_content_length_is_a_400_and_frees_the_thread(self):
-        with serve(self.env) as server:
+        with self.serve() as server:
             head = (b"POST /api/requests/ingest/ HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                     b"Content-Type: application/json\r\nContent-Length: 1000\r\n")
-            head += b"".join(f"{k}: {v}\r\n".encode() for k, v in self.ingest_key.items())
+            head += b"".join(f"{k}: {v}\r\n".encode() for k, v in self.keys["ingest"].items())
             sock = self.stalled(server, head + b"\r\n" + b'[{"time": "2026')
             started = time.monotonic()
             answer = b""
@@ -109,7 +97,7 @@ class SlowClientTests(SimpleTestCase):
             self.assertEqual(status, 200)
 
     def test_gunicorns_own_errors_are_json(self):
-        with serve(self.env) as server:
+        with self.serve() as server:
             sock = self.stalled(server, b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             answer = sock.recv(65536)
             sock.close()
@@ -118,33 +106,23 @@ class SlowClientTests(SimpleTestCase):
             self.assertIn(b"Content-Type: application/json", head)
             self.assertIn("detail", json.loads(body))
             # A long but allowed request line (8,000 bytes) reaches the app.
-            status, _, body = server.request("GET", "/api/requests/?search=" + "x" * 7900, headers=self.read_key)
+            status, _, body = server.request("GET", "/api/requests/?search=" + "x" * 7900, headers=self.keys["read"])
             self.assertEqual(status, 200, body[:200])
 
 
-class WorstBodyMemoryTests(SimpleTestCase):
+class WorstBodyMemoryTests(LiveGunicornTestCase):
     """RSS growth of a real worker over idle, for the worst bodies within the byte limit, stays
     within 4x that limit (API.md: no body within the limits is a memory spike)."""
 
     LIMIT = 16 * 1024 * 1024
+    key_scopes = ("ingest",)
 
     def setUp(self):
         once(self)
 
     @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        cls.tmp = tempfile.TemporaryDirectory()
-        cls.env = {"DATABASE_URL": f"sqlite:///{cls.tmp.name}/rss.sqlite3", "APM_TIMESCALE": "auto",
-                   "DJANGO_STATIC_ROOT": f"{cls.tmp.name}/static", "GUNICORN_TIMEOUT": "60",
-                   "APM_INGEST_MAX_BYTES": str(cls.LIMIT)}
-        manage("migrate", "--noinput", env=cls.env)
-        cls.ingest_key = server_key_headers(cls.env, "ingest")
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.tmp.cleanup()
-        super().tearDownClass()
+    def server_env(cls):
+        return {"GUNICORN_TIMEOUT": "60", "APM_INGEST_MAX_BYTES": str(cls.LIMIT)}
 
     @classmethod
     def fill(cls, head: bytes, unit: bytes, tail: bytes, sep: bytes = b",") -> bytes:
@@ -270,15 +248,15 @@ class WorstBodyMemoryTests(SimpleTestCase):
         return bodies
 
     def measure(self, name: str, path: str, body: bytes, headers: dict, figures: list) -> None:
-        with self.subTest(body=name), serve(self.env) as server:
+        with self.subTest(body=name), self.serve() as server:
             pid = worker_pid(server)
             for _ in range(3):  # warm up: imports, first queries
                 server.request("POST", "/api/requests/ingest/", json.dumps([make_event()]),
-                               {"Content-Type": "application/json", **self.ingest_key})
+                               {"Content-Type": "application/json", **self.keys["ingest"]})
                 server.request("POST", "/v1/traces", export_request(server_span(attrs=HTTP_GET))
-                               .SerializeToString(), {"Content-Type": PROTOBUF, **self.ingest_key})
+                               .SerializeToString(), {"Content-Type": PROTOBUF, **self.keys["ingest"]})
             idle = memory_kib(pid)["VmRSS"]
-            status, _, answer = server.request("POST", path, body, {**headers, **self.ingest_key})
+            status, _, answer = server.request("POST", path, body, {**headers, **self.keys["ingest"]})
             self.assertLess(status, 500, answer[:200])
             growth = (memory_kib(pid)["VmHWM"] - idle) * 1024
             figures.append(f"{name}: {status}, +{growth / 2**20:.0f} MiB ({growth / self.LIMIT:.1f}x)")

@@ -4,7 +4,7 @@
 Against DATABASE_URL (TimescaleDB; `make bench-storage` starts a throwaway cluster):
 
   1. seeds N events over 30 days ending --end with `seed_requests` (skip with --no-seed);
-  2. runs scripts/bench_queries.py on that data (API and plain SQL, same numbers checked);
+  2. runs scripts/bench/bench_queries.py on that data (API and plain SQL, same numbers checked);
   3. measures every relation with the code `report_storage` uses (rows, bytes) -> bytes/event;
   4. applies the policies (APM_COMPRESS_AFTER_DAYS, default 7) and runs them now, which
      compresses every raw chunk older than that (all of them: the data ends before today);
@@ -25,10 +25,10 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.support import setup_django  # noqa: E402
+from scripts.bench import setup_django  # noqa: E402
 
 
 def measure() -> list[dict]:
@@ -43,7 +43,7 @@ def measure() -> list[dict]:
 
 def run_queries(label: str, args) -> dict:
     output = ROOT / "reports" / f"bench_storage_queries_{label}"
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_queries.py"), "--no-seed", "--end", args.end,
+    subprocess.run([sys.executable, str(Path(__file__).with_name("bench_queries.py")), "--no-seed", "--end", args.end,
                     "--calls", str(args.calls), "--budget", str(args.budget), "--windows", args.windows,
                     "--output", str(output)], check=True, env=os.environ)
     return json.loads(output.with_suffix(".json").read_text())

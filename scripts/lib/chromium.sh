@@ -2,7 +2,7 @@
 # Debian's chromium for the dashboard's browser tests (Playwright drives it; Playwright's own
 # browser download is not reachable from here).
 #
-#   source scripts/chromium.sh
+#   source scripts/lib/chromium.sh
 #   chromium_find_or_install   # sets CHROMIUM (path) or returns 1 with CHROMIUM_WHY set
 #
 # Installs `chromium` with apt-get when it is missing and we are root (as pg_cluster.sh does

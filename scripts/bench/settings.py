@@ -2,4 +2,4 @@
 
 from apm_platform.settings import *  # noqa: F403
 
-ROOT_URLCONF = "benchmarks.urls"
+ROOT_URLCONF = "scripts.bench.urls"

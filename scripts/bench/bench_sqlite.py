@@ -6,7 +6,7 @@ then times, through the full Django stack (the test client: everything but the s
 the requests a dashboard makes, each beside the plain-SQL query on the raw table that gives
 its counts, in the same run (median of --calls). Prints a table; writes reports/bench_sqlite.md.
 
-    .venv/bin/python scripts/bench_sqlite.py [-n 200000] [--calls 7]
+    .venv/bin/python scripts/bench/bench_sqlite.py [-n 200000] [--calls 7]
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 TARGETS = {"kpis": 150, "top": 150, "timeseries": 150, "hourly": 300}

@@ -13,9 +13,9 @@
 # Knobs: APM_FUZZ_SEED (default 13), APM_FUZZ_EXAMPLES (default 15 per operation),
 # APM_FUZZ_POSTMAN=0 skips step 4, APM_FUZZ_DATABASE_URL fuzzes another (throwaway) database. The last line printed is the one-line summary.
 set -uo pipefail
-cd "$(dirname "$0")/.."
-# shellcheck source=scripts/bootstrap.sh
-source scripts/bootstrap.sh || { echo "API contract: FAILED (bootstrap)"; exit 1; }
+cd "$(dirname "$0")/../.."
+# shellcheck source=scripts/lib/bootstrap.sh
+source scripts/lib/bootstrap.sh || { echo "API contract: FAILED (bootstrap)"; exit 1; }
 
 SEED=${APM_FUZZ_SEED:-13}
 EXAMPLES=${APM_FUZZ_EXAMPLES:-15}
@@ -108,7 +108,7 @@ if [ ${#header_args[@]} -eq 0 ]; then
   exclude=(--exclude-checks ignored_auth)
 fi
 # One worker: with several, hypothesis' lambda introspection trips over threads on Python 3.11.
-SCHEMATHESIS_HOOKS=schemathesis_hooks PYTHONPATH="$PWD/scripts" timeout 300 "$(dirname "$PY")/st" run \
+SCHEMATHESIS_HOOKS=schemathesis_hooks PYTHONPATH="$PWD/scripts/test" timeout 300 "$(dirname "$PY")/st" run \
     "$base/api/schema/?format=json" --url "$base" "${header_args[@]}" \
     --checks all "${exclude[@]}" --mode all --phases examples,coverage,fuzzing,stateful \
     --max-examples "$EXAMPLES" --seed "$SEED" --workers 1 --request-timeout 30 \
@@ -147,7 +147,7 @@ else
         --env-var "bearerToken=$(sed -n 's/^Authorization: Bearer //p' "$work/headers" | head -1)" \
         --reporters cli,json --reporter-json-export "$work/newman.json" --color off > "$work/newman.log" 2>&1 \
       ; [ -s "$work/newman.json" ] \
-      && "$PY" scripts/check_newman.py "$work/openapi.json" "$work/newman.json" "$work/headers"; then
+      && "$PY" scripts/test/check_newman.py "$work/openapi.json" "$work/newman.json" "$work/headers"; then
       results+=("Postman import ok ($(cat "$work/newman.summary"))")
     else
       tail -n 40 "$work/convert.log" "$work/newman.log" 2>/dev/null

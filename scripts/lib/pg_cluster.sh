@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A throwaway PostgreSQL cluster on loopback, for the test command and the benchmarks.
 #
-#   source scripts/pg_cluster.sh
+#   source scripts/lib/pg_cluster.sh
 #   pg_cluster_start          # sets PG_CLUSTER_URL (postgres://...@127.0.0.1:PORT) and PG_TIMESCALE
 #   pg_cluster_stop           # also runs on exit
 #

@@ -17,7 +17,7 @@ import urllib.request
 from collections import Counter
 from pathlib import Path
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "docs" / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples"
 
 # Printed by each app's own interpreter: (method, route template) for every route it serves.
 LIST_ROUTES = {

@@ -38,10 +38,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlencode
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.support import Gunicorn, setup_django  # noqa: E402
+from observability.tests.live import Gunicorn  # noqa: E402
+from scripts.bench import setup_django  # noqa: E402
 
 RAW = "observability_apirequest"
 FIRST_ROW = 10**13  # ids of the added events, far from the seeded ones

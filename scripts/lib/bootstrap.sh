@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create .venv and install the pinned requirements when they changed (sourced by the scripts
 # and the Makefile). Sets PY to the virtualenv's python.
-_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 _venv="$_root/.venv"
 _stamp="$_venv/.requirements.sha256"
 _want=$(cat "$_root/requirements.txt" "$_root/requirements-dev.txt" | sha256sum | cut -d' ' -f1)

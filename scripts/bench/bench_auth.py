@@ -3,11 +3,11 @@
 
 Serves the app with one gunicorn worker on loopback and posts the same N-event batch to
 POST /api/requests/ingest/ with an ingest key and to the same view with authentication off
-(benchmarks/urls.py), alternating which goes first, and reports the median of the pairs'
+(scripts/bench/urls.py), alternating which goes first, and reports the median of the pairs'
 time ratios. The same is done with the unauthenticated view against itself (an A/A test): its
 distance from 1.000 is what this machine's noise allows one to resolve.
 
-    scripts/with_postgres.sh .venv/bin/python scripts/bench_auth.py [-n 5000] [--pairs 40]
+    scripts/lib/with_postgres.sh .venv/bin/python scripts/bench/bench_auth.py [-n 5000] [--pairs 40]
 """
 
 import argparse
@@ -19,9 +19,10 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from benchmarks.support import Gunicorn, setup_django  # noqa: E402
+from observability.tests.live import Gunicorn  # noqa: E402
+from scripts.bench import setup_django  # noqa: E402
 
 
 def main() -> int:
@@ -29,7 +30,7 @@ def main() -> int:
     parser.add_argument("-n", "--events", type=int, default=5000, help="events per request (default 5000)")
     parser.add_argument("--pairs", type=int, default=40, help="pairs per comparison (default 40)")
     args = parser.parse_args()
-    if setup_django("bench_auth", "benchmarks.settings", "bench-ingest") is None:
+    if setup_django("bench_auth", "scripts.bench.settings", "bench-ingest") is None:
         return 2
     from django.core.management import call_command
 
@@ -44,7 +45,7 @@ def main() -> int:
     with_key = ("/api/requests/ingest/", {"Authorization": f"Bearer {key}"})
     without = ("/bench/ingest-no-auth/", {})
     print(f"database: {db.describe()}, {args.events} events per request, {args.pairs} pairs, 1 gunicorn worker")
-    with Gunicorn({}, workers=1, settings="benchmarks.settings") as server:
+    with Gunicorn({}, workers=1, settings="scripts.bench.settings") as server:
         conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=300)
 
         def timed(path, headers) -> float:

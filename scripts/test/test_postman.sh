@@ -2,18 +2,18 @@
 # Runs the Postman collection (postman/) with newman against a real gunicorn, twice in a row (it
 # must be re-runnable), on a throwaway SQLite database with DEBUG off and a fresh admin key.
 #
-#   scripts/test_postman.sh [SUMMARY_FILE]
+#   scripts/test/test_postman.sh [SUMMARY_FILE]
 #
 # newman 6 comes from npm into .cache/newman (gitignored) the first time; without npm (or when
 # the install fails) the run is skipped with the reason. The last line (also written to
 # SUMMARY_FILE) says whether it ran, passed, or was skipped. Exit status 1 only on failure.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 summary_file=${1:-/dev/null}
 finish() { echo "$1"; echo "$1" > "$summary_file"; exit "$2"; }
 
-# shellcheck source=scripts/bootstrap.sh
-source scripts/bootstrap.sh || finish "Postman/newman: FAILED (could not bootstrap .venv)" 1
+# shellcheck source=scripts/lib/bootstrap.sh
+source scripts/lib/bootstrap.sh || finish "Postman/newman: FAILED (could not bootstrap .venv)" 1
 
 collection=postman/APM_Observability_Step2.postman_collection.json
 prefix=.cache/newman

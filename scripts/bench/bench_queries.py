@@ -35,11 +35,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlencode
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.support import Gunicorn, setup_django  # noqa: E402
 from observability.sqlite_functions import percentile_cont  # noqa: E402
+from observability.tests.live import Gunicorn  # noqa: E402
+from scripts.bench import setup_django  # noqa: E402
 
 WINDOWS = {"1h": timedelta(hours=1), "24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
 SERVICE = "svc-000"  # the busiest service

@@ -2,9 +2,9 @@
 restarted and frozen underneath it. Every batch's answer is counted against the rows stored.
 
     DATABASE_URL=postgres://...  FAULT_PG_DATA=/path/to/data  FAULT_PG_CTL="pg_ctl -D ..." \
-        python scripts/fault_suite.py
+        python scripts/test/fault_suite.py
 
-`scripts/test_faults.sh` (run by `make test`) starts a throwaway cluster and calls this. What
+`scripts/test/test_faults.sh` (run by `make test`) starts a throwaway cluster and calls this. What
 must hold, and is checked:
 - every 2xx batch is stored whole, every non-2xx batch not at all (the one allowed exception:
   a 503 cut while the database was frozen may have committed: an unknown COMMIT outcome, as
@@ -27,9 +27,9 @@ import time
 import uuid
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from benchmarks.support import ROOT, Gunicorn  # noqa: E402
+from observability.tests.live import ROOT, Gunicorn  # noqa: E402
 
 CLIENTS = 4
 BATCH = 200

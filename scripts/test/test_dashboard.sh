@@ -2,14 +2,14 @@
 # The dashboard's browser tests (observability/tests/test_dashboard_browser.py): Playwright
 # driving Debian's chromium against a live server, once, on SQLite. Installs chromium when it is
 # missing and we are root; otherwise skips and says why. Called by scripts/step6_test.sh, which
-# reads DASHBOARD_RESULT (the summary line); usable alone: `bash scripts/test_dashboard.sh`.
+# reads DASHBOARD_RESULT (the summary line); usable alone: `bash scripts/test/test_dashboard.sh`.
 #
 # Exit status: 0 passed or skipped, 1 failed.
-cd "$(dirname "$0")/.." || exit 1
-# shellcheck source=scripts/bootstrap.sh
-source scripts/bootstrap.sh || exit 1
-# shellcheck source=scripts/chromium.sh
-source scripts/chromium.sh
+cd "$(dirname "${BASH_SOURCE[0]}")/../.." || exit 1
+# shellcheck source=scripts/lib/bootstrap.sh
+source scripts/lib/bootstrap.sh || exit 1
+# shellcheck source=scripts/lib/chromium.sh
+source scripts/lib/chromium.sh
 
 DASHBOARD_RESULT=""
 _dash_main() {

@@ -3,7 +3,7 @@
 Every request in the collection must have been sent and answered, never with a 5xx, and with a
 status the schema documents for that operation. Writes a one-line summary next to the report.
 
-    python scripts/check_newman.py openapi.json newman.json headers
+    python scripts/test/check_newman.py openapi.json newman.json headers
 """
 
 import json

@@ -7,7 +7,7 @@
 #   examples: ok | examples: FAILED (...) | examples: skipped (...)
 # Exit status: 0 ok or skipped, 1 failed.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 
 if ! bash -n scripts/demo.sh; then
   echo "examples: FAILED (scripts/demo.sh has a syntax error)"; exit 1

@@ -1,6 +1,6 @@
 """schemathesis hooks: the contract's rules that OpenAPI can't state, applied to generated cases.
 
-Loaded by scripts/test_schemathesis.sh (SCHEMATHESIS_HOOKS=schemathesis_hooks). They only make
+Loaded by scripts/test/test_schemathesis.sh (SCHEMATHESIS_HOOKS=schemathesis_hooks). They only make
 schema-valid data valid for the API too, so "schema-valid request rejected" stays a real finding:
 
 - ranges: `start` not after `end`, `status_min` not above `status_max`, `latency_min` not above

@@ -1,4 +1,4 @@
-"""The service's URLs, plus the naive ingest path that scripts/bench_ingest.py measures against.
+"""The service's URLs, plus the naive ingest path that scripts/bench/bench_ingest.py measures against.
 
 The baseline is what a straightforward DRF implementation does: a ListSerializer of a
 ModelSerializer validates the batch, and bulk_create writes it.

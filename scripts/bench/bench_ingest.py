@@ -34,14 +34,15 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 COPY, ENDPOINT, NAIVE = "raw COPY (limit)", "POST /api/requests/ingest/", "naive DRF + bulk_create"
 NO_AUTH = "same view, no auth"
 NO_AUTH_PATH = "/bench/ingest-no-auth/"
 OTLP = "POST /v1/traces (pb+gzip)"
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.support import Gunicorn, setup_django  # noqa: E402
+from observability.tests.live import Gunicorn  # noqa: E402
+from scripts.bench import setup_django  # noqa: E402
 
 
 def make_events(n: int, seed: int) -> list[dict]:
@@ -225,8 +226,8 @@ def main() -> int:
     args = parser.parse_args()
 
     os.environ["APM_INGEST_MAX_EVENTS"] = str(max(args.batch, 10_000))
-    # benchmarks.settings adds the naive baseline's URL, which the service does not have.
-    url = setup_django("bench_ingest", "benchmarks.settings", "bench-ingest")
+    # scripts.bench.settings adds the naive baseline's URL, which the service does not have.
+    url = setup_django("bench_ingest", "scripts.bench.settings", "bench-ingest")
     if url is None:
         return 2
     from django.core.management import call_command
@@ -269,7 +270,7 @@ def main() -> int:
         from observability import retention
 
         retention.schedule_refresh_policies(False)
-    with Gunicorn({"DJANGO_DEBUG": "0"}, workers=args.workers, settings="benchmarks.settings") as server:
+    with Gunicorn({"DJANGO_DEBUG": "0"}, workers=args.workers, settings="scripts.bench.settings") as server:
         port = server.port
         # Warm up: imports, connections, first COPY.
         run_parallel(bodies[:args.concurrency], http_poster(port, "/api/requests/ingest/", args.batch, auth),
