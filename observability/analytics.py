@@ -440,25 +440,12 @@ def _histogram(filters: dict, used_filters: set[str], group: tuple[str, ...] = (
     return percentiles_from_bins(parts, group)
 
 
-def _precision_of(precision: str, filters: dict, used_filters: set[str]) -> str:
-    """The precision an answer will have: approx only where histograms can serve the filters."""
-    if precision == "approx" and rollups.has_histograms() and _plan(filters, used_filters) is not None:
-        return "approx"
-    return "exact"
-
-
 def _answer_precision(precision: str) -> dict:
     return {"precision": precision,
             "max_relative_error": rollups.MAX_RELATIVE_ERROR if precision == "approx" else 0.0}
 
 
 # --- /kpis/ ---------------------------------------------------------------------------------
-
-
-def _is_global(filters: dict, used_filters: set[str]) -> bool:
-    """All traffic (no service, no endpoint) where the whole-traffic tiers exist."""
-    return (rollups.has_histograms() and can_use_rollup(used_filters)
-            and not any(filters.get(name) for name in ("service", "endpoint")))
 
 
 # A whole-traffic tier's bins, under the names _raw_counts() gives raw events, so the two unite.
@@ -486,13 +473,13 @@ def kpis(*, query: ReadQuery, with_p95: bool = True) -> dict:
     require_raw_events(query, with_p95=with_p95)
     queryset, filters, used_filters = query.queryset, query.filters, query.used
     bins = None
-    plan = rollups.plan(filters, rollups.GLOBAL) if _is_global(filters, used_filters) else None
+    plan = query.global_plan
     if plan is not None:
         # All traffic: counts and bins from the whole-traffic tiers in one small read.
         counts, bins = _global_bins(filters, *plan)
         source = "hourly"
         exact = None
-    elif (plan := _plan(filters, used_filters)) is not None:
+    elif (plan := query.plan) is not None:
         pieces, edges = plan
         parts = [_rollup_part(filters, *piece).aggregate(**_ROLLUP_COUNTS) for piece in pieces]
         if edges:
@@ -508,7 +495,7 @@ def kpis(*, query: ReadQuery, with_p95: bool = True) -> dict:
         counts = _combine([counts])
         source = "raw"
     result = _shape(counts)
-    precision = _precision_of(query.precision, filters, used_filters)
+    precision = query.answered_precision
     result.update(_exact(None))
     if with_p95 and result["hits"]:
         if precision == "approx" and bins is not None:
@@ -587,7 +574,7 @@ def top_endpoints(*, query: ReadQuery, sort: str = "hits", order: str = "desc", 
     by_percentile = sort in PERCENTILE_KEYS
     with_p95 = with_p95 or by_percentile
     exact = None  # {series: percentiles} where the counts' query computed them too
-    plan = _plan(filters, used_filters)
+    plan = query.plan
     if plan is not None:
         pieces, edges = plan
         parts = [_per_series(_rollup_part(filters, *piece), _ROLLUP_COUNTS) for piece in pieces]
@@ -602,7 +589,7 @@ def top_endpoints(*, query: ReadQuery, sort: str = "hits", order: str = "desc", 
     else:
         series = {key: _combine([row]) for key, row in _per_series(queryset, _raw_counts()).items()}
         source = "raw"
-    precision = _precision_of(query.precision, filters, used_filters)
+    precision = query.answered_precision
     if precision == "approx" and by_percentile and not any(
             piece[0] is rollups.COUNTS.daily.model for piece in plan[0]):
         # Every series' percentiles from hours only: the hourly histograms of 1,000 series
@@ -672,11 +659,11 @@ def timeseries(*, interval: str, start: datetime | None = None, end: datetime | 
     width = INTERVALS[interval]
     start, end = timeseries_window(interval, start, end)
     query = ReadQuery.of_series(start=start, end=end, service=service, endpoint=endpoint, precision=precision)
-    filters, used, raw = query.filters, query.used, query.queryset.order_by()
+    filters, raw = query.filters, query.queryset.order_by()
     truncated = rollups.BucketStart("time", width)
-    if _is_global(filters, used):
-        return _global_timeseries(interval, start, end, with_p95, _precision_of(precision, filters, used))
-    if rollups.fast_rollups():
+    if query.is_global:
+        return _global_timeseries(interval, start, end, with_p95, query.answered_precision)
+    if query.rollups_answer:
         rows: dict[datetime, dict] = {}
         for model, lo, hi, regroup in rollups.bucket_plan(width, start, end):
             qs = _rollup_part(filters, model, lo, hi)
@@ -688,7 +675,7 @@ def timeseries(*, interval: str, start: datetime | None = None, end: datetime | 
         rows = {row.pop("b"): row for row in
                 raw.annotate(b=truncated).values("b").annotate(**_raw_counts())}
         source = "raw"
-    precision = _precision_of(precision, filters, used)
+    precision = query.answered_precision
     percentiles: dict[datetime, dict] = {}
     if with_p95 and rows:
         if precision == "approx":
@@ -777,7 +764,7 @@ def series(*, start: datetime, end: datetime, service: str | None = None,
     """The (service, endpoint) pairs with events in [start, end), with their hits, for pickers."""
     query = ReadQuery.of_series(start=start, end=end, service=service)
     filters = query.filters
-    plan = _plan(filters, query.used)
+    plan = query.plan
     if plan is not None:
         pieces, edges = plan
         parts = [_per_series(_rollup_part(filters, *piece), {"hits": Sum("hits")}) for piece in pieces]
