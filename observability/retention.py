@@ -105,30 +105,39 @@ def _same_interval(value, days: int, connection) -> bool:
 # --- Applying the policies (TimescaleDB) ------------------------------------------------------
 
 
-def _retention(relation: str, days: int, connection) -> str:
-    jobs = _jobs(relation, "policy_retention", connection)
-    if jobs and days and _same_interval(jobs[0][1].get("drop_after"), days, connection):
-        return f"retention {days} d"
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT remove_retention_policy(%s, if_exists => true)", [relation])
-        if days:
-            cursor.execute("SELECT add_retention_policy(%s, drop_after => make_interval(days => %s))",
-                           [relation, days])
-    return f"retention {days} d" if days else "kept forever"
+# A drop or a columnstore policy: (job proc, config key, remove/add function, add's interval
+# argument, its line when set, its line when off).
+_POLICIES = {
+    "retention": ("policy_retention", "drop_after", "retention_policy", "drop_after", "retention {} d",
+                  "kept forever"),
+    "columnstore": ("policy_compression", "compress_after", "compression_policy", "compress_after",
+                    "columnstore after {} d", "no columnstore"),
+}
 
 
-def _columnstore(relation: str, days: int, connection, schedule: timedelta | None = None) -> str:
-    jobs = _jobs(relation, "policy_compression", connection)
-    if jobs and days and _same_interval(jobs[0][1].get("compress_after"), days, connection):
-        return f"columnstore after {days} d"
+def _policy(kind: str, relation: str, days: int, connection, schedule: timedelta | None = None) -> str:
+    """Make `relation`'s `kind` policy act after `days` (0: none); idempotent. Its summary line."""
+    proc, key, function, argument, on, off = _POLICIES[kind]
+    jobs = _jobs(relation, proc, connection)
+    if jobs and days and _same_interval(jobs[0][1].get(key), days, connection):
+        return on.format(days)
     with connection.cursor() as cursor:
-        cursor.execute("SELECT remove_compression_policy(%s, if_exists => true)", [relation])
+        # Names from the table above, never from input.
+        cursor.execute(f"SELECT remove_{function}(%s, if_exists => true)", [relation])
         if days:
             # Without a schedule, TimescaleDB's default (12 h for day-sized chunks).
             scheduled = ", schedule_interval => %s" if schedule else ""
-            cursor.execute(f"SELECT add_compression_policy(%s, compress_after => make_interval(days => %s){scheduled})",
+            cursor.execute(f"SELECT add_{function}(%s, {argument} => make_interval(days => %s){scheduled})",
                            [relation, days, *([schedule] if schedule else [])])
-    return f"columnstore after {days} d" if days else "no columnstore"
+    return on.format(days) if days else off
+
+
+def _retention(relation: str, days: int, connection) -> str:
+    return _policy("retention", relation, days, connection)
+
+
+def _columnstore(relation: str, days: int, connection, schedule: timedelta | None = None) -> str:
+    return _policy("columnstore", relation, days, connection, schedule)
 
 
 def _raw_compression_enabled(connection) -> bool:

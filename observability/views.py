@@ -1,5 +1,6 @@
 """HTTP views: parse, validate parameters, call ingest/analytics, serialize. Nothing else."""
 
+import functools
 import logging
 
 from django.conf import settings
@@ -186,22 +187,31 @@ class HealthView(StrictQueryParamsMixin, APIView):
 # session cookie, so CSRF does not apply.
 
 
-@csrf_exempt
+def _otlp_endpoint(receive):
+    """An OTLP/HTTP endpoint: POST only, an `ingest` key, then `receive(request)`; every
+    refusal in the request's own encoding."""
+
+    @csrf_exempt
+    @functools.wraps(receive)
+    def view(request):
+        if request.method != "POST":
+            return otlp.error_response(405, "Use POST.", otlp.response_encoding(request), {"Allow": "POST"})
+        if (denied := access.check(request, "ingest")):
+            return otlp.from_error_response(denied, request)
+        return receive(request)
+
+    return view
+
+
+@csrf_exempt  # outermost too: the metrics wrapper must not hide the exemption
 @metrics.timed_ingest("/v1/traces")
+@_otlp_endpoint
 def otlp_traces(request):
     """POST /v1/traces: SERVER spans become events (API.md "OpenTelemetry")."""
-    if request.method != "POST":
-        return otlp.error_response(405, "Use POST.", otlp.response_encoding(request), {"Allow": "POST"})
-    if (denied := access.check(request, "ingest")):
-        return otlp.from_error_response(denied, request)
     return otlp.receive_traces(request)
 
 
-@csrf_exempt
+@_otlp_endpoint
 def otlp_dropped(request):
     """POST /v1/metrics and /v1/logs: accepted with 200 and dropped (traces only are stored)."""
-    if request.method != "POST":
-        return otlp.error_response(405, "Use POST.", otlp.response_encoding(request), {"Allow": "POST"})
-    if (denied := access.check(request, "ingest")):
-        return otlp.from_error_response(denied, request)
     return otlp.receive_dropped(request)
