@@ -1,9 +1,11 @@
 # The two commands that matter: `make run` serves the API, `make test` runs every check.
 SHELL := /bin/bash
 PORT ?= 8000
-# --env-file: with -f docker/..., compose would read ${VAR} values from docker/.env (the project
-# directory is the compose file's folder), not the .env docs/DEPLOY.md has you edit.
-COMPOSE := docker compose --env-file .env -f docker/docker-compose.yml
+# docker compose --env-file .env -f docker/docker-compose.yml, after checking that Compose is
+# v2.24+ (and with docker/docker-compose.db-port.yml when DB_PORT is set). --env-file: with
+# -f docker/..., compose would read ${VAR} values from docker/.env (the project directory is
+# the compose file's folder), not the .env docs/DEPLOY.md has you edit.
+COMPOSE := bash scripts/lib/compose.sh
 VENV_PY := source scripts/bootstrap.sh &&
 
 .PHONY: run test step6 migrate install lint bench-ingest bench bench-sqlite bench-storage bench-dashboard bench-fresh seed up down logs key manage openapi demo
@@ -38,7 +40,7 @@ lint:
 bench-ingest:  ## ingest throughput vs raw COPY vs naive DRF (gunicorn on loopback, PostgreSQL)
 	@$(VENV_PY) scripts/with_postgres.sh "$$PY" scripts/bench_ingest.py $(ARGS)
 
-up:  ## docker: build and start db + web
+up:  ## docker: build and start db + web + proxy (Compose v2.24+; DB_PORT=5433 also publishes the database)
 	$(COMPOSE) up --build -d
 
 down:
