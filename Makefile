@@ -6,25 +6,31 @@ PORT ?= 8000
 # -f docker/..., compose would read ${VAR} values from docker/.env (the project directory is
 # the compose file's folder), not the .env docs/DEPLOY.md has you edit.
 COMPOSE := bash scripts/lib/compose.sh
+# Development tools (ruff, schemathesis, playwright, ...: requirements-dev.txt) only for the
+# targets that use them; the service's own targets install requirements.txt alone.
 VENV_PY := source scripts/bootstrap.sh &&
+RUN_PY := APM_BOOTSTRAP=runtime source scripts/bootstrap.sh &&
 
-.PHONY: run test step6 migrate install lint bench-ingest bench bench-sqlite bench-storage bench-dashboard bench-fresh seed up down logs key manage openapi demo
+.PHONY: run test step6 migrate install install-dev lint bench-ingest bench bench-sqlite bench-storage bench-dashboard bench-fresh seed up down logs key manage openapi demo
 
-install:  ## create .venv and install the pinned requirements
+install:  ## create .venv and install the pinned runtime requirements (make install-dev: the test tools too)
+	@$(RUN_PY) true
+
+install-dev:
 	@$(VENV_PY) true
 
 run:  ## migrate and serve on 127.0.0.1:$(PORT) (SQLite unless DATABASE_URL is set)
-	@$(VENV_PY) export DJANGO_DEBUG=$${DJANGO_DEBUG:-1} && \
+	@$(RUN_PY) export DJANGO_DEBUG=$${DJANGO_DEBUG:-1} && \
 	  "$$PY" manage.py migrate --noinput && \
 	  "$$PY" manage.py local_credentials --url http://127.0.0.1:$(PORT) && \
 	  "$$PY" manage.py runserver 127.0.0.1:$(PORT)
 
 key:  ## print the local admin API key (created on first use): export APM_KEY=$$(make -s key)
-	@$(VENV_PY) DJANGO_DEBUG=$${DJANGO_DEBUG:-1} "$$PY" manage.py migrate --noinput -v 0 && \
+	@$(RUN_PY) DJANGO_DEBUG=$${DJANGO_DEBUG:-1} "$$PY" manage.py migrate --noinput -v 0 && \
 	  DJANGO_DEBUG=$${DJANGO_DEBUG:-1} "$$PY" manage.py local_credentials --key-only
 
 manage:  ## any manage.py command in .venv, DEBUG on by default: make manage ARGS="list_api_keys"
-	@$(VENV_PY) DJANGO_DEBUG=$${DJANGO_DEBUG:-1} "$$PY" manage.py $(ARGS)
+	@$(RUN_PY) DJANGO_DEBUG=$${DJANGO_DEBUG:-1} "$$PY" manage.py $(ARGS)
 
 test: step6  ## lint + migration checks + tests on SQLite, PostgreSQL (and TimescaleDB)
 
@@ -32,7 +38,7 @@ step6:
 	@bash scripts/step6_test.sh
 
 migrate:
-	@$(VENV_PY) DJANGO_DEBUG=$${DJANGO_DEBUG:-1} "$$PY" manage.py migrate --noinput
+	@$(RUN_PY) DJANGO_DEBUG=$${DJANGO_DEBUG:-1} "$$PY" manage.py migrate --noinput
 
 lint:
 	@$(VENV_PY) "$$PY" -m ruff check .
@@ -63,9 +69,9 @@ bench-fresh:  ## fresh data under sustained ingest (100/1,000/10,000 events/s): 
 	@$(VENV_PY) scripts/with_postgres.sh "$$PY" scripts/bench_fresh.py $(ARGS)
 
 seed:  ## add realistic traffic to the configured database (ARGS="--events 100000")
-	@$(VENV_PY) DJANGO_DEBUG=$${DJANGO_DEBUG:-1} "$$PY" manage.py seed_requests $(ARGS)
+	@$(RUN_PY) DJANGO_DEBUG=$${DJANGO_DEBUG:-1} "$$PY" manage.py seed_requests $(ARGS)
 
 openapi:  ## regenerate docs/openapi.yaml (the committed schema; a test checks it is current)
-	@$(VENV_PY) DJANGO_DEBUG=$${DJANGO_DEBUG:-1} "$$PY" manage.py spectacular --validate --fail-on-warn --file docs/openapi.yaml
+	@$(RUN_PY) DJANGO_DEBUG=$${DJANGO_DEBUG:-1} "$$PY" manage.py spectacular --validate --fail-on-warn --file docs/openapi.yaml
 demo:  ## backend + the docs/examples apps + traffic: the dashboard fills in a minute (Ctrl-C stops all)
 	@bash scripts/demo.sh
