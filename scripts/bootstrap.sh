@@ -17,7 +17,8 @@ case $_mode in
   dev) _files=("$_root/requirements.txt" "$_root/requirements-dev.txt") ;;
   *) echo "bootstrap: unknown mode '$_mode' (runtime or dev)" >&2; return 1 2>/dev/null || exit 1 ;;
 esac
-_stamp_of() { echo "$_venv/.requirements-$1.sha256"; }
+# The dev stamp keeps the name it had before there were modes: an existing .venv stays current.
+_stamp_of() { if [ "$1" = dev ]; then echo "$_venv/.requirements.sha256"; else echo "$_venv/.requirements-runtime.sha256"; fi; }
 _hash_of() {  # _hash_of MODE: the hash its stamp must hold
   if [ "$1" = runtime ]; then cat "$_root/requirements.txt"; else cat "$_root/requirements.txt" "$_root/requirements-dev.txt"; fi \
     | sha256sum | cut -d' ' -f1

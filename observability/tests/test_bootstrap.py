@@ -53,7 +53,7 @@ class BootstrapModeTests(SimpleTestCase):
         return [call.rsplit("-r ", 1)[1].rsplit("/", 1)[1] for call in calls if "pip install" in call]
 
     def stamps(self) -> set[str]:
-        return {p.name for p in (self.tmp / ".venv").glob(".requirements-*.sha256")}
+        return {p.name for p in (self.tmp / ".venv").glob(".requirements*.sha256")}
 
     def test_runtime_mode_installs_requirements_txt_alone_and_stamps_runtime(self):
         rc, calls = self.bootstrap("runtime")
@@ -65,7 +65,7 @@ class BootstrapModeTests(SimpleTestCase):
     def test_dev_mode_is_the_default_and_also_satisfies_runtime(self):
         rc, calls = self.bootstrap(None)
         self.assertEqual((rc, self.installed(calls)), (0, ["requirements-dev.txt"]))
-        self.assertEqual(self.stamps(), {".requirements-runtime.sha256", ".requirements-dev.sha256"})
+        self.assertEqual(self.stamps(), {".requirements-runtime.sha256", ".requirements.sha256"})
         self.assertEqual(self.bootstrap("runtime"), (0, []))
         self.assertEqual(self.bootstrap("dev"), (0, []))
 
@@ -81,6 +81,11 @@ class BootstrapModeTests(SimpleTestCase):
         (self.tmp / "requirements.txt").write_text("Django==5.2.1\n")
         self.assertEqual(self.installed(self.bootstrap("runtime")[1]), ["requirements.txt"])
         self.assertEqual(self.installed(self.bootstrap("dev")[1]), ["requirements-dev.txt"])
+
+    def test_a_venv_stamped_before_the_modes_counts_as_dev_and_needs_no_install(self):
+        self.bootstrap("dev")
+        (self.tmp / ".venv" / ".requirements-runtime.sha256").unlink()  # as an older bootstrap left it
+        self.assertEqual(self.bootstrap("runtime"), (0, []))
 
     def test_an_unknown_mode_fails_and_installs_nothing(self):
         self.assertEqual(self.bootstrap("everything"), (1, []))
