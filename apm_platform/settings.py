@@ -96,7 +96,8 @@ if _db_sslmode:
         raise ImproperlyConfigured("DB_SSLMODE only applies to a PostgreSQL DATABASE_URL.")
     DATABASES["default"].setdefault("OPTIONS", {})["sslmode"] = _db_sslmode
 DB_CONNECT_TIMEOUT = env_int("DB_CONNECT_TIMEOUT", 5)
-# Seconds one round trip may wait for an answer before the connection is cut (503).
+# Seconds one round trip may wait for an answer before the connection is cut (503); on SQLite,
+# how long a write waits for the database's write lock before it gives up (503).
 DB_QUERY_TIMEOUT = env_int("DB_QUERY_TIMEOUT", 10)
 # Seconds an analytics request's queries may run (statement_timeout; a progress handler on
 # SQLite) before they are cancelled with a 504. Below the gunicorn worker timeout.
@@ -113,6 +114,20 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     options.setdefault("connection_factory", dbguard.GuardedConnection)
     options.setdefault("cursor_factory", dbguard.GuardedCursor)
     dbguard.DEFAULT_TIMEOUT = float(DB_QUERY_TIMEOUT or 10)
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    options = DATABASES["default"].setdefault("OPTIONS", {})
+    # SQLite has one write lock per file; concurrent writers (gunicorn's workers x threads)
+    # must queue for it, not be refused with "database is locked" (a 503):
+    # - WAL: readers never wait for the writer, and a commit is one append to the log;
+    # - BEGIN IMMEDIATE: a write transaction takes the lock when it starts, so two of them can
+    #   never each hold a read snapshot and wait for the other's upgrade (which SQLite refuses
+    #   at once, whatever the timeout);
+    # - a busy timeout of DB_QUERY_TIMEOUT (10 s): a writer waits that long for the lock, far
+    #   longer than a batch of 10,000 events holds it (the wait is not first come, first served,
+    #   so the tail of the queue needs the margin), then answers 503.
+    options.setdefault("init_command", "PRAGMA journal_mode=WAL")
+    options.setdefault("transaction_mode", "IMMEDIATE")
+    options.setdefault("timeout", float(DB_QUERY_TIMEOUT or 10))
 
 # django-prometheus's wrappers of the same backends count queries and database errors by type
 # (django_db_errors_total) for /metrics; connection.vendor stays "postgresql"/"sqlite".

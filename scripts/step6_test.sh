@@ -45,6 +45,18 @@ export DJANGO_STATIC_ROOT="$work/static"
 step "collectstatic"
 "$PY" manage.py collectstatic --noinput -v 0 || status=1
 
+# The front-proxy test (observability/tests/test_proxy.py) needs nginx; it skips without.
+# shellcheck source=scripts/lib/nginx.sh
+source scripts/lib/nginx.sh
+step "nginx for the front-proxy test"
+if nginx_find_or_install; then
+  export APM_NGINX="$NGINX"
+  proxy_line="front proxy (nginx): test_proxy ran in each suite above with $("$NGINX" -v 2>&1 | sed 's/^nginx version: //')"
+else
+  proxy_line="front proxy (nginx): test_proxy skipped ($NGINX_WHY)"
+fi
+echo "$proxy_line"
+
 if [ -n "${DATABASE_URL:-}" ]; then
   run_suite "DATABASE_URL" "$DATABASE_URL" "${APM_TIMESCALE:-auto}"
 else
@@ -62,6 +74,8 @@ else
     [ "${APM_REQUIRE_POSTGRES:-0}" = 1 ] && status=1
   fi
 fi
+
+ran+=("$proxy_line")
 
 step "fault suite (PostgreSQL stopped, restarted and frozen under ingest)"
 bash scripts/test/test_faults.sh; rc=$?

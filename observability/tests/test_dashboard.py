@@ -164,3 +164,32 @@ class EmptyStateExampleTests(ApiTestCase):
                                     HTTP_AUTHORIZATION=headers["Authorization"].replace("$APM_KEY", key))
         self.assertEqual(response.status_code, 200, response.content)
         self.assertEqual(response.json()["inserted"], 1)
+
+
+class DashboardScriptTests(TestCase):
+    """What can be read from dashboard.js without a browser (test_dashboard_browser.py runs it)."""
+
+    script = (STATIC / "dashboard.js").read_text()
+
+    def test_count_axes_use_whole_number_steps(self):
+        steps = re.search(r"var COUNT_INCRS = \[([^\]]*)\]", self.script).group(1)
+        values = [float(v) for v in re.split(r"[,\s]+", steps.strip()) if v]
+        self.assertEqual(values[0], 1)
+        self.assertTrue(all(v == int(v) for v in values), values)
+        self.assertEqual(values, sorted(values))
+        self.assertIn("if (seriesDefs[0].counts) yAxis.incrs = COUNT_INCRS;", self.script)
+        # The traffic chart (requests and errors) is the one that counts.
+        self.assertRegex(self.script, r'key: "hits",[^}]*counts: true')
+
+    def test_the_api_partial_flag_decides_when_sent_and_the_bucket_end_otherwise(self):
+        self.assertIn('"partial" in row', self.script)
+        self.assertIn("row.partial === true", self.script)
+        self.assertIn("x + win.width > now", self.script)
+        self.assertIn("dash: [5, 4]", self.script)
+
+    def test_a_load_marks_the_page_busy_until_its_answers_are_drawn(self):
+        start, end = self.script.index("function load()"), self.script.index("load();\n})();")
+        body = self.script[start:end]
+        self.assertLess(body.index('setAttribute("aria-busy", "true")'), body.index("Promise.all"))
+        self.assertLess(body.index("Promise.all"), body.index('removeAttribute("aria-busy")'))
+        self.assertIn('"Loading " + rangeEl.dataset.range', self.script)

@@ -235,6 +235,61 @@ class DashboardBrowserTests(LiveServerTestCase):
         self.assertEqual(self.state(), {"window": "30d"})
         self.assert_clean()
 
+    def test_count_axes_step_in_whole_numbers_without_repeating_a_label(self):
+        # checkout /orders/{id} in the last 24 hours: 2 and 4 requests, the 2 of them errors.
+        self.log_in("/?service=checkout&endpoint=/orders/{id}")
+        labels = self.page.get_attribute("#traffic-chart", "data-y-ticks").split("|")
+        self.assertGreaterEqual(len(labels), 3, labels)
+        self.assertTrue(all(label.isdigit() for label in labels), labels)
+        self.assertEqual(len(set(labels)), len(labels), f"a label repeats: {labels}")
+        self.assertEqual([int(v) for v in labels], sorted(int(v) for v in labels))
+        self.assert_clean()
+
+    def test_the_bucket_still_filling_is_drawn_apart_not_as_a_plunge(self):
+        self.log_in()
+        # The 24-hour window ends with the current hour, which is not over: drawn dashed.
+        for chart in ("#traffic-chart", "#latency-chart"):
+            self.assertEqual(self.page.get_attribute(chart, "data-partial"), "1", chart)
+            self.assertEqual(self.page.get_attribute(chart, "data-solid"), "23", chart)
+        self.assertIn("Requests (so far)", self.page.text_content("#traffic-chart"))
+
+        # Where the API marks its buckets (`partial`), the payload decides, not the clock.
+        def mark(route, partial_last: bool):
+            response = route.fetch()
+            body = response.json()
+            for i, row in enumerate(body["results"]):
+                row["partial"] = partial_last and i == len(body["results"]) - 1
+            route.fulfill(response=response, json=body)
+
+        self.page.route("**/api/requests/timeseries/**", lambda route: mark(route, False))
+        before = self.wait_loaded()
+        self.page.click("#refresh")
+        self.wait_loaded(before)
+        self.assertEqual(self.page.get_attribute("#traffic-chart", "data-partial"), "0")
+        self.assertEqual(self.page.get_attribute("#traffic-chart", "data-solid"), "24")
+        self.assertNotIn("(so far)", self.page.text_content("#traffic-chart"))
+        self.assert_clean()
+
+    def test_while_a_new_window_loads_the_header_says_so_over_the_old_numbers(self):
+        self.log_in()
+        hits = self.tiles()["hits"]
+        held = []
+        self.page.route("**/api/requests/kpis/**", lambda route: held.append(route))
+        self.page.click('[data-window="7d"]')
+        self.page.wait_for_function("() => document.getElementById('range').textContent.startsWith('Loading ')")
+        self.assertEqual(self.page.get_attribute("#dashboard", "aria-busy"), "true")
+        self.assertIn("loading", self.page.get_attribute("#dashboard", "class"))
+        self.assertEqual(self.tiles()["hits"], hits)  # the old numbers, dimmed, under "Loading ..."
+        self.assertEqual(len(held), 2, "this window's and the previous one's key figures")
+        for route in held:
+            route.continue_()
+        self.page.unroute("**/api/requests/kpis/**")
+        self.page.wait_for_function("() => !document.getElementById('range').textContent.startsWith('Loading')")
+        self.assertIsNone(self.page.get_attribute("#dashboard", "aria-busy"))
+        self.assertRegex(self.page.text_content("#range"), r"^\d{4}-\d\d-\d\d \d\d:00 – .* UTC · hourly buckets$")
+        self.assertNotEqual(self.tiles()["hits"], hits)  # 7 days hold more than 24 hours
+        self.assert_clean()
+
     def test_sorting_and_clicking_an_endpoint_change_the_url_and_the_numbers(self):
         self.log_in()
         start, end = self.window()

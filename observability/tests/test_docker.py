@@ -4,7 +4,6 @@ The compose file is parsed and held to plan Step 7; the entrypoint runs under sh
 real database (and a dead one); the Dockerfile is read for the properties Step 7 asks for.
 """
 
-import fnmatch
 import json
 import os
 import re
@@ -58,6 +57,75 @@ def interpolate(text: str, env: dict) -> str:
     return re.sub(r"\$\$|\$\{(\w+)(?:(:?[-?])([^}]*))?\}", one, text)
 
 
+def dockerignore_regex(pattern: str) -> re.Pattern:
+    """One .dockerignore pattern as Docker compiles it (moby/patternmatcher): `*` and `?` stay
+    within a path segment, `**` spans any number of them (`**/` also none)."""
+    out, i = "", 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "*" and pattern[i + 1:i + 2] == "*":
+            i += 2 if pattern[i + 2:i + 3] != "/" else 3
+            out += ".*" if i >= len(pattern) else "(.*/)?"
+            continue
+        if c == "*":
+            out += "[^/]*"
+        elif c == "?":
+            out += "[^/]"
+        elif c == "[":
+            end = pattern.index("]", i + 1)
+            out += "[" + pattern[i + 1:end].replace("!", "^", 1) + "]"
+            i = end
+        elif c == "\\":
+            i += 1
+            out += re.escape(pattern[i])
+        else:
+            out += re.escape(c)
+        i += 1
+    return re.compile(f"^{out}$")
+
+
+def dockerignore_rules(text: str) -> list[tuple[re.Pattern, bool]]:
+    """(pattern, excludes) pairs in file order; patterns are cleaned as Docker does (a leading
+    or trailing slash dropped), "!" re-includes."""
+    rules = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        negate = line.startswith("!")
+        pattern = os.path.normpath(line.lstrip("!").strip()).strip("/")
+        rules.append((dockerignore_regex(pattern), not negate))
+    return rules
+
+
+def dockerignored(path: str, rules) -> bool:
+    """Docker's verdict: the last pattern that matches the path or one of its parent
+    directories wins."""
+    parts = path.split("/")
+    prefixes = ["/".join(parts[:n]) for n in range(1, len(parts) + 1)]
+    verdict = False
+    for regex, excludes in rules:
+        if any(regex.match(prefix) for prefix in prefixes):
+            verdict = excludes
+    return verdict
+
+
+def build_context(root: Path) -> list[str]:
+    """The files `docker build` would send from `root`, by its .dockerignore."""
+    rules = dockerignore_rules((root / ".dockerignore").read_text())
+    reincludes = any(not excludes for _, excludes in rules)
+    sent = []
+    for directory, dirs, files in os.walk(root):
+        rel = os.path.relpath(directory, root)
+        rel = "" if rel == "." else rel + "/"
+        # An excluded directory is skipped whole unless a "!" pattern could bring something back.
+        dirs[:] = [d for d in dirs if reincludes or not dockerignored(rel + d, rules)]
+        sent += [rel + f for f in files if not dockerignored(rel + f, rules)]
+        sent += [rel + d for d in dirs if os.path.islink(os.path.join(directory, d))
+                 and not dockerignored(rel + d, rules)]
+    return sorted(sent)
+
+
 def yaml_load(text: str):
     import yaml
 
@@ -78,8 +146,36 @@ class ComposeFileTests(SimpleTestCase):
         cls.compose = yaml.safe_load(compose.read_text())
         cls.services = cls.compose["services"]
 
-    def test_it_has_a_db_and_a_web_service(self):
-        self.assertEqual(set(self.services), {"db", "web"})
+    def test_it_has_a_db_a_web_and_a_proxy_service(self):
+        self.assertEqual(set(self.services), {"db", "web", "proxy"})
+
+    def test_only_the_proxy_is_published_and_it_runs_the_config_the_proxy_test_runs(self):
+        proxy = self.services["proxy"]
+        self.assertRegex(proxy["image"], r"^nginx:\d+\.\d+\.\d+(-\w+)?$")  # pinned, never :latest
+        self.assertIn("./nginx.conf:/etc/nginx/nginx.conf:ro", proxy["volumes"])
+        self.assertTrue((ROOT / "docker" / "nginx.conf").is_file())
+        self.assertIn(":80", proxy["ports"][0])
+        self.assertIn("listen 80;", (ROOT / "docker" / "nginx.conf").read_text())
+        self.assertIn("set $app web:8000;", (ROOT / "docker" / "nginx.conf").read_text())
+        # gunicorn never faces clients; the database is published only on request (DB_PORT).
+        self.assertNotIn("ports", self.services["web"])
+        self.assertEqual(self.services["web"]["expose"], ["8000"])
+        self.assertNotIn("ports", self.services["db"])
+
+    def test_db_port_publishes_the_database_on_loopback_only_when_asked(self):
+        override = yaml_load(interpolate((ROOT / "docker" / "docker-compose.db-port.yml").read_text(),
+                                         {"DB_PORT": "5433"}))
+        self.assertEqual(override["services"]["db"]["ports"], ["127.0.0.1:5433:5432"])
+        with self.assertRaises(MissingVariable):
+            interpolate((ROOT / "docker" / "docker-compose.db-port.yml").read_text(), {})
+        self.assertRegex((ROOT / ".env.example").read_text(), r"(?m)^# DB_PORT=")  # off by default
+
+    def test_it_needs_compose_2_24_and_the_deploy_docs_say_so(self):
+        web = self.services["web"]
+        self.assertIn("name", self.compose)  # compose 1.x rejects the top-level name...
+        self.assertIn("required", web["env_file"][0])  # ...and env_file entries with `required` (2.24.0)
+        self.assertIn("Compose v2.24.0", (ROOT / "docs" / "DEPLOY.md").read_text())
+        self.assertIn("COMPOSE_MIN=2.24.0", (ROOT / "scripts" / "lib" / "compose.sh").read_text())
 
     def test_db_is_a_pinned_timescaledb_with_a_volume_and_a_healthcheck(self):
         db = self.services["db"]
@@ -116,10 +212,11 @@ class ComposeFileTests(SimpleTestCase):
         dotenv.update(DJANGO_SECRET_KEY="k" * 50, POSTGRES_PASSWORD=SPECIAL_PASSWORD)
         compose = yaml_load(interpolate((ROOT / "docker" / "docker-compose.yml").read_text(), dotenv))
         web = compose["services"]["web"]
-        self.assertEqual(web["ports"], ["127.0.0.1:8000:8000"], "loopback unless WEB_BIND opts in")
+        self.assertEqual(compose["services"]["proxy"]["ports"], ["127.0.0.1:8000:80"],
+                         "loopback unless WEB_BIND opts in")
         opened = yaml_load(interpolate((ROOT / "docker" / "docker-compose.yml").read_text(),
                                        {**dotenv, "WEB_BIND": "0.0.0.0"}))
-        self.assertEqual(opened["services"]["web"]["ports"], ["0.0.0.0:8000:8000"])
+        self.assertEqual(opened["services"]["proxy"]["ports"], ["0.0.0.0:8000:80"])
         self.assertEqual(compose["services"]["db"]["environment"]["POSTGRES_PASSWORD"], SPECIAL_PASSWORD)
         # The container's environment: the image's ENV, then env_file (.env), then `environment`.
         # The image's DJANGO_STATIC_ROOT is overridden by the .env's empty one, which means unset:
@@ -137,7 +234,9 @@ class ComposeFileTests(SimpleTestCase):
                                                      str(ROOT / "staticfiles"), ["localhost", "127.0.0.1"]])
 
     def test_the_make_targets_and_docs_pass_the_root_env_file_to_compose(self):
-        self.assertIn("docker compose --env-file .env -f docker/docker-compose.yml", (ROOT / "Makefile").read_text())
+        self.assertIn("COMPOSE := bash scripts/lib/compose.sh", (ROOT / "Makefile").read_text())
+        self.assertIn('docker compose --env-file .env "${files[@]}"',
+                      (ROOT / "scripts" / "lib" / "compose.sh").read_text())
         for doc in ("README.md", "docs/DEPLOY.md", "docs/OPERATIONS.md"):
             for line in re.findall(r"docker compose [^\n]*", (ROOT / doc).read_text()):
                 if "-f docker/docker-compose.yml" in line:
@@ -157,6 +256,67 @@ class ComposeFileTests(SimpleTestCase):
             self.assertRegex(example, rf"(?m)^#? ?{name}=", name)
 
 
+class ComposeCheckTests(SimpleTestCase):
+    """scripts/lib/compose.sh (make up/down/logs) with a stand-in `docker` on PATH."""
+
+    def run_check(self, docker_script: str | None, *args, env: dict | None = None, dotenv: str | None = None):
+        with tempfile.TemporaryDirectory() as tmp:
+            bin_dir = Path(tmp) / "bin"
+            bin_dir.mkdir()
+            # A copy of the project's files the script reads, so .env can be whatever the test says.
+            project = Path(tmp) / "project"
+            (project / "scripts" / "lib").mkdir(parents=True)
+            script = project / "scripts" / "lib" / "compose.sh"
+            script.write_text((ROOT / "scripts" / "lib" / "compose.sh").read_text())
+            if dotenv is not None:
+                (project / ".env").write_text(dotenv)
+            if docker_script is not None:
+                (bin_dir / "docker").write_text("#!/bin/sh\n" + docker_script)
+                (bin_dir / "docker").chmod(0o755)
+            for tool in ("sed", "sort", "head", "tail", "tr", "dirname"):
+                (bin_dir / tool).symlink_to(subprocess.run(["sh", "-c", f"command -v {tool}"], capture_output=True,
+                                                           text=True, check=True).stdout.strip())
+            bash = subprocess.run(["sh", "-c", "command -v bash"], capture_output=True, text=True).stdout.strip()
+            return subprocess.run([bash, str(script), *args],
+                                  capture_output=True, text=True, timeout=30,
+                                  env={"PATH": str(bin_dir), **(env or {})})
+
+    FAKE_V2 = ('if [ "$1 $2" = "compose version" ]; then echo "{version}"; exit 0; fi\n'
+               'echo "docker called with: $*"\n')
+
+    def test_a_new_enough_compose_runs_with_the_root_env_file_and_no_database_port(self):
+        result = self.run_check(self.FAKE_V2.format(version="2.27.1"), "up", "--build", "-d")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(result.stdout.strip(),
+                         "docker called with: compose --env-file .env -f docker/docker-compose.yml up --build -d")
+
+    def test_db_port_in_env_or_dotenv_adds_the_override_that_publishes_the_database(self):
+        override = "-f docker/docker-compose.yml -f docker/docker-compose.db-port.yml up"
+        for kwargs in ({"env": {"DB_PORT": "5433"}}, {"dotenv": "# comment\nDB_PORT=5433\n"}):
+            result = self.run_check(self.FAKE_V2.format(version="v2.24.0"), "up", **kwargs)
+            self.assertEqual(result.returncode, 0, result.stderr)
+            self.assertIn(override, result.stdout, kwargs)
+        result = self.run_check(self.FAKE_V2.format(version="2.24.0"), "up", dotenv="# DB_PORT=5433\nWEB_PORT=8000\n")
+        self.assertNotIn("db-port", result.stdout)
+
+    def test_an_old_compose_is_named_in_one_line_and_nothing_runs(self):
+        result = self.run_check(self.FAKE_V2.format(version="2.20.2"), "up")
+        self.assertEqual(result.returncode, 1)
+        self.assertEqual(result.stdout, "")
+        self.assertEqual(result.stderr.strip().count("\n"), 0, result.stderr)
+        self.assertIn("Docker Compose 2.20.2 is too old; v2.24.0 or later is needed", result.stderr)
+
+    def test_a_missing_compose_plugin_or_docker_is_named_in_one_line(self):
+        # Debian 12's docker.io has no compose plugin (its docker-compose 1.29 is a separate program).
+        result = self.run_check('echo "docker: unknown command: docker compose" >&2; exit 1\n', "up")
+        self.assertEqual((result.returncode, result.stdout), (1, ""))
+        self.assertEqual(result.stderr.strip().count("\n"), 0, result.stderr)
+        self.assertIn("'docker compose' (the Compose v2 plugin) is missing", result.stderr)
+        result = self.run_check(None, "up")
+        self.assertEqual(result.returncode, 1)
+        self.assertIn("docker not found", result.stderr)
+
+
 class DockerfileTests(SimpleTestCase):
     def test_it_is_multi_stage_non_root_and_runs_gunicorn_through_the_entrypoint(self):
         text = (ROOT / "Dockerfile").read_text()
@@ -171,22 +331,40 @@ class DockerfileTests(SimpleTestCase):
                 self.assertTrue((ROOT / source).exists() or "/opt/venv" in line, line)
 
     def test_dockerignore_keeps_secrets_databases_and_local_state_out_of_the_image(self):
-        patterns = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
-                    if line.strip() and not line.startswith("#")]
-
-        def ignored(path):  # Docker's rule: the last matching pattern wins; "!" re-includes
-            verdict = False
-            for pattern in patterns:
-                negate = pattern.startswith("!")
-                if fnmatch.fnmatch(path, pattern.lstrip("!")):
-                    verdict = not negate
-            return verdict
-
+        rules = dockerignore_rules((ROOT / ".dockerignore").read_text())
         for path in (".git", ".venv", ".env", ".env.local", ".env.production", ".local-credentials.json",
-                     "db.sqlite3", "db.sqlite3-journal", "apm.sqlite3", "staticfiles", "node_modules", ".cache"):
-            self.assertTrue(ignored(path), path)
-        for path in (".env.example", "manage.py", "observability", "docker/entrypoint.sh", "docker/healthcheck.py"):
-            self.assertFalse(ignored(path), path)
+                     "db.sqlite3", "db.sqlite3-journal", "apm.sqlite3", "staticfiles", "node_modules", ".cache",
+                     ".demo", ".tools", "venv", ".venv-dev", "docs/examples/django_app/.venv/bin/python",
+                     "reports/step6_tests.log", "docker/docker-compose.yml", "docker/docker-compose.db-port.yml"):
+            self.assertTrue(dockerignored(path, rules), path)
+        for path in (".env.example", "manage.py", "observability", "docker/entrypoint.sh", "docker/healthcheck.py",
+                     "requirements.txt", "gunicorn.conf.py"):
+            self.assertFalse(dockerignored(path, rules), path)
+
+    def test_the_build_context_holds_no_venv_git_database_local_state_or_logs(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp)
+            kept = ["manage.py", "requirements.txt", ".env.example", "observability/models.py",
+                    "docker/entrypoint.sh", "apm_platform/settings.py", "docs/examples/django_app/app.py"]
+            left_out = [".git/HEAD", ".venv/bin/python", "venv/bin/python", ".venv-dev/pyvenv.cfg",
+                        "docs/examples/fastapi_app/.venv/lib/site.py", ".demo/django_app.log", ".demo/apm.sqlite3",
+                        ".tools/newman/bin/newman", "db.sqlite3", "db.sqlite3-wal", "reports/step6_tests.log",
+                        "reports/bench_ingest.md", ".local-credentials.json", ".env", "staticfiles/x.css",
+                        "observability/__pycache__/models.cpython-311.pyc", "apm.log"]
+            for name in kept + left_out:
+                (root / name).parent.mkdir(parents=True, exist_ok=True)
+                (root / name).write_text("x")
+            (root / ".dockerignore").write_text((ROOT / ".dockerignore").read_text())
+            (root / ".venv-link").symlink_to(root / ".venv")  # a worktree's .venv is a symlink
+            self.assertEqual(build_context(root), sorted([*kept, ".dockerignore"]))
+        # And this checkout as it is now, whatever lies around in it.
+        sent = build_context(ROOT)
+        self.assertIn("manage.py", sent)
+        for path in sent:
+            top = path.split("/")[0]
+            self.assertNotRegex(path, r"venv|\.sqlite3|\.log$", path)
+            self.assertNotIn(top, {".git", ".demo", ".tools", "reports", "staticfiles", ".local-credentials.json"},
+                             path)
 
     def test_the_runtime_user_can_not_write_the_code(self):
         text = (ROOT / "Dockerfile").read_text()

@@ -17,6 +17,10 @@
   var LOCAL_SORTS = ["service", "endpoint"];       // the API ranks by measures only
   var AUTO_SECONDS = 30;
   var TOP_LIMIT = 10;
+  // Tick steps for axes that count (requests, errors): whole numbers only, so a small count
+  // reads 0, 1, 2 rather than uPlot's default 0, 0.5, 1, 1.5, 2 (shown rounded: "2, 2, 1, 1, 0").
+  var COUNT_INCRS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1e3, 2e3, 5e3, 1e4, 2e4, 5e4, 1e5, 2e5, 5e5,
+                     1e6, 2e6, 5e6, 1e7, 2e7, 5e7, 1e8, 2e8, 5e8, 1e9];
 
   // --- Formatting: thousands separators, ms / s ---------------------------------------------
   var intFormat = new Intl.NumberFormat("en-US", { maximumFractionDigits: 0 });
@@ -225,16 +229,60 @@
     for (var t = win.start; t < win.end; t += win.width) xs.push(t);
     var byBucket = {};
     buckets.forEach(function (row) { byBucket[Date.parse(row.bucket) / 1000] = row; });
-    var data = [xs];
+    // A bucket still filling (it ends after now) would read as a plunge to zero: it is drawn
+    // dashed, apart from the complete ones. The API's `partial` says so where it is sent;
+    // otherwise the bucket's end decides. A bucket that starts after now has nothing to draw.
+    var now = Date.now() / 1000;
+    var payloadSays = buckets.some(function (row) { return "partial" in row; });
+    function future(x) { return x >= now; }
+    function partial(x) {
+      var row = byBucket[x];
+      if (payloadSays && row) return row.partial === true;
+      return !future(x) && x + win.width > now;
+    }
+    function value(def, x) {
+      var row = byBucket[x];
+      if (!row) return def.zeroWhenMissing ? 0 : null;
+      return row[def.key] == null ? null : row[def.key];
+    }
+    var partialCount = xs.filter(partial).length;
+    var data = [xs], series = [];
     seriesDefs.forEach(function (def) {
-      data.push(xs.map(function (x) {
-        var row = byBucket[x];
-        if (!row) return def.zeroWhenMissing ? 0 : null;
-        return row[def.key] == null ? null : row[def.key];
-      }));
+      data.push(xs.map(function (x) { return partial(x) || future(x) ? null : value(def, x); }));
+      series.push({
+        label: def.label, stroke: def.color, width: 2, fill: def.fill || undefined,
+        points: { show: xs.length <= 48 },
+        value: function (u, v) { return def.format(v); },
+      });
     });
+    if (partialCount) {
+      seriesDefs.forEach(function (def) {
+        // The partial buckets, joined to the last complete one before them.
+        data.push(xs.map(function (x, i) {
+          var next = xs[i + 1];
+          var joins = next !== undefined && partial(next) && !partial(x) && !future(x);
+          return partial(x) || joins ? value(def, x) : null;
+        }));
+        series.push({
+          label: def.label + " (so far)", stroke: def.color, width: 2, dash: [5, 4],
+          points: { show: xs.length <= 48 },
+          value: function (u, v) { return def.format(v); },
+        });
+      });
+    }
     el.dataset.buckets = String(xs.length);
     el.dataset.points = String(xs.filter(function (x) { return byBucket[x]; }).length);
+    el.dataset.partial = String(partialCount);
+    el.dataset.solid = String(xs.filter(function (x) { return !partial(x) && !future(x); }).length);
+    var yAxis = {
+      values: function (u, ticks) {
+        var labels = ticks.map(seriesDefs[0].axis);
+        el.dataset.yTicks = labels.join("|");  // what the axis reads, for people and tests alike
+        return labels;
+      },
+      size: 64, stroke: "#64748b", grid: { stroke: "#eef0f4" },
+    };
+    if (seriesDefs[0].counts) yAxis.incrs = COUNT_INCRS;
     var opts = {
       width: chartWidth(el),
       height: 220,
@@ -245,16 +293,9 @@
       axes: [
         // uPlot's own time ticks (spaced to fit), drawn in UTC through tzDate above.
         { label: "UTC", labelSize: 18, stroke: "#64748b", grid: { stroke: "#eef0f4" } },
-        { values: function (u, ticks) { return ticks.map(seriesDefs[0].axis); }, size: 64, stroke: "#64748b", grid: { stroke: "#eef0f4" } },
+        yAxis,
       ],
-      series: [{ label: "UTC", value: function (u, v) { return v == null ? "—" : utcLabel(v) + " UTC"; } }].concat(
-        seriesDefs.map(function (def) {
-          return {
-            label: def.label, stroke: def.color, width: 2, fill: def.fill || undefined,
-            points: { show: xs.length <= 48 },
-            value: function (u, v) { return def.format(v); },
-          };
-        })),
+      series: [{ label: "UTC", value: function (u, v) { return v == null ? "—" : utcLabel(v) + " UTC"; } }].concat(series),
     };
     charts[id] = new uPlot(opts, data, el);
   }
@@ -280,7 +321,7 @@
     var rows = result.data.results;
     drawChart("traffic-chart", win, rows, [
       { key: "hits", label: "Requests", color: "#4f46e5", fill: "rgba(79,70,229,0.10)", zeroWhenMissing: true,
-        format: formatCount, axis: formatCount },
+        counts: true, format: formatCount, axis: formatCount },
       { key: "errors", label: "Errors", color: "#dc2626", zeroWhenMissing: true, format: formatCount, axis: formatCount },
     ]);
     drawChart("latency-chart", win, rows, [
@@ -463,8 +504,13 @@
       });
       chips.appendChild(chip);
     });
-    document.getElementById("range").textContent = win.error ? "" :
+    // Until the new window's numbers arrive, the header says they are loading: the tiles,
+    // charts and table below still show (dimmed) the previous window's.
+    var rangeEl = document.getElementById("range");
+    rangeEl.dataset.range = win.error ? "" :
       utcLabel(win.start) + " – " + utcLabel(win.end) + " UTC · " + (win.width === HOUR ? "hourly" : "daily") + " buckets";
+    rangeEl.textContent = win.error ? "" : "Loading " + rangeEl.dataset.range + " …";
+    rangeEl.classList.toggle("range-loading", !win.error);
     root.querySelectorAll("[data-window]").forEach(function (button) {
       button.classList.toggle("active", button.dataset.window === state.window);
       button.setAttribute("aria-pressed", button.dataset.window === state.window ? "true" : "false");
@@ -498,6 +544,7 @@
     root.dataset.start = iso(win.start);  // what the page shows, for people and tests alike
     root.dataset.end = iso(win.end);
     root.classList.add("loading");
+    root.setAttribute("aria-busy", "true");
     var filters = { service: state.service, endpoint: state.service ? state.endpoint : "" };
     var range = { start: iso(win.start), end: iso(win.end) };
     var length = win.end - win.start;
@@ -533,6 +580,10 @@
     }).then(function () {
       if (mine !== generation) return;
       root.classList.remove("loading");
+      root.removeAttribute("aria-busy");
+      var rangeEl = document.getElementById("range");
+      rangeEl.textContent = rangeEl.dataset.range;
+      rangeEl.classList.remove("range-loading");
       root.dataset.loaded = String(mine);
       document.getElementById("updated").textContent = "Updated " + utcLabel(Date.now() / 1000, false) +
         " UTC" + (state.auto ? " · refreshing every " + AUTO_SECONDS + " s" : "");
