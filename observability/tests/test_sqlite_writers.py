@@ -13,8 +13,7 @@ import time
 
 from django.test import SimpleTestCase
 
-from observability.tests.live import Gunicorn
-from observability.tests.test_server import manage, server_key_headers
+from observability.tests.live import Gunicorn, manage, server_key_headers
 from observability.tests.utils import INGEST_URL, make_events
 
 CLIENTS = 8
