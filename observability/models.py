@@ -229,3 +229,22 @@ class GlobalPercentilesHourly(models.Model):
     class Meta:
         managed = False
         db_table = "apirequest_global_percentiles_hourly"
+
+
+class DirtyRange(models.Model):
+    """A range of event time [lo, hi) that a committed write touched below what a continuous
+    aggregate may have materialized (TimescaleDB only).
+
+    Written in the write's own transaction; the read planner reads such ranges from a finer
+    tier or raw events until the background refresher (`manage.py refresh_rollups --follow`)
+    has re-materialized them and deleted the row. Rows are never updated: a write that lands
+    while a range is being refreshed adds a row of its own, which that refresh doesn't delete.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    lo = models.DateTimeField()
+    hi = models.DateTimeField()
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        db_table = "apirequest_dirty"
