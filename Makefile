@@ -19,11 +19,13 @@ install:  ## create .venv and install the pinned runtime requirements (make inst
 install-dev:
 	@$(VENV_PY) true
 
-run:  ## migrate and serve on 127.0.0.1:$(PORT) (SQLite unless DATABASE_URL is set)
+run:  ## migrate and serve on 127.0.0.1:$(PORT) (SQLite unless DATABASE_URL is set), with the background refresher
 	@$(RUN_PY) export DJANGO_DEBUG=$${DJANGO_DEBUG:-1} && \
 	  "$$PY" manage.py migrate --noinput && \
 	  "$$PY" manage.py local_credentials --url http://127.0.0.1:$(PORT) && \
-	  "$$PY" manage.py runserver 127.0.0.1:$(PORT)
+	  { "$$PY" manage.py refresh_rollups --follow & refresher=$$!; \
+	    trap 'kill $$refresher 2>/dev/null; wait $$refresher 2>/dev/null' EXIT; \
+	    "$$PY" manage.py runserver 127.0.0.1:$(PORT); }
 
 key:  ## print the local admin API key (created on first use): export APM_KEY=$$(make -s key)
 	@$(RUN_PY) DJANGO_DEBUG=$${DJANGO_DEBUG:-1} "$$PY" manage.py migrate --noinput -v 0 && \

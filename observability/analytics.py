@@ -109,13 +109,20 @@ def rollup_rows(*, queryset: QuerySet, filters: dict, interval: str):
 
     From the rollup where it is materialized; elsewhere from the raw table (`RawRollupRows`).
     """
-    if not rollups.fast_rollups():
+    if not rollups.fast_rollups() or _dirty_within(filters):
+        # A late write's buckets are out of date in the aggregate until the refresher has been:
+        # the rows then come from raw events (seconds, usually).
         return RawRollupRows(filters=filters, width=INTERVALS[interval])
     return (
         queryset.annotate(error_rate=_ratio(F("errors"), F("hits")))
         .order_by("bucket", "service", "endpoint")
         .values(*ROLLUP_COLUMNS[:5], "error_rate", *ROLLUP_COLUMNS[5:])
     )
+
+
+def _dirty_within(filters: dict) -> bool:
+    start, end = filters.get("start"), filters.get("end")
+    return any((start is None or hi > start) and (end is None or lo < end) for lo, hi in rollups.dirty_ranges())
 
 
 class RawRollupRows:
@@ -666,10 +673,11 @@ def timeseries(*, interval: str, start: datetime | None = None, end: datetime | 
     if query.rollups_answer:
         rows: dict[datetime, dict] = {}
         for model, lo, hi, regroup in rollups.bucket_plan(width, start, end):
-            qs = _rollup_part(filters, model, lo, hi)
-            qs = qs.annotate(b=Trunc("bucket", interval, tzinfo=UTC)) if regroup else qs.annotate(b=F("bucket"))
-            for row in qs.order_by().values("b").annotate(**_ROLLUP_COUNTS):
-                rows[row.pop("b")] = row
+            counts = _raw_counts() if model is ApiRequest else _ROLLUP_COUNTS
+            for row in _bucketed(filters, model, lo, hi, regroup, width).values("b").annotate(**counts):
+                # Around a dirty range one bucket comes from several pieces.
+                bucket = _utc(row.pop("b"))
+                rows[bucket] = _combine([rows[bucket], row]) if bucket in rows else row
         source = "hourly"
     else:
         rows = {row.pop("b"): row for row in
@@ -681,9 +689,12 @@ def timeseries(*, interval: str, start: datetime | None = None, end: datetime | 
         if precision == "approx":
             parts = []
             for model, lo, hi, regroup in rollups.bucket_plan(width, start, end, _histogram_family(filters)):
-                qs = _rollup_part(filters, model, lo, hi)
-                qs = qs.annotate(b=Trunc("bucket", interval, tzinfo=UTC)) if regroup else qs.annotate(b=F("bucket"))
-                parts.append(qs.values("b", "bin").annotate(count=_bin_count()))
+                qs = _bucketed(filters, model, lo, hi, regroup, width)
+                if model is ApiRequest:
+                    parts.append(qs.annotate(bin=rollups.bin_expression()).values("b", "bin")
+                                 .annotate(count=Count("id")))
+                else:
+                    parts.append(qs.values("b", "bin").annotate(count=_bin_count()))
             # Raw rows: a day regrouped from hours comes back as a naive (UTC) timestamp.
             percentiles = {_utc(key[0]): value for key, value in percentiles_from_bins(parts, ("b",)).items()}
         else:
@@ -713,6 +724,11 @@ def _global_timeseries(interval: str, start: datetime, end: datetime, with_p95: 
     if width == rollups.HOUR:
         mark = rollups.cutoff(rollups.GLOBAL_PERCENTILES.relation)
         hi = min(end, mark) if mark is not None else start
+        # Hours a late write touched are out of date there: from the first of them on, the bins.
+        for dirty_lo, dirty_hi in rollups.dirty_ranges():
+            if dirty_hi > start and dirty_lo < hi:
+                hi = max(start, rollups.floor(dirty_lo, rollups.HOUR))
+                break
         if start < hi:
             for row in (rollups.GLOBAL_PERCENTILES.model.objects.filter(bucket__gte=start, bucket__lt=hi)
                         .values("bucket", "hits", "errors", "latency_sum_ms", "max_latency_ms", "percentiles")):
@@ -724,11 +740,15 @@ def _global_timeseries(interval: str, start: datetime, end: datetime, with_p95: 
     if lo < end:
         parts = []
         for model, plo, phi, regroup in rollups.bucket_plan(width, lo, end, rollups.GLOBAL):
-            qs = model.objects.filter(bucket__gte=plo, bucket__lt=phi)
-            qs = qs.annotate(b=Trunc("bucket", interval, tzinfo=UTC)) if regroup else qs.annotate(b=F("bucket"))
-            parts.append(qs.values("b", "bin").annotate(count=Sum("n"), errors=Sum("errors"),
-                                                        latency_sum=Sum("latency_sum_ms"),
-                                                        max_latency=Max("max_latency_ms")))
+            qs = _bucketed({}, model, plo, phi, regroup, width)
+            if model is ApiRequest:
+                raw_counts = _raw_counts()
+                raw_counts["count"] = raw_counts.pop("hits")
+                parts.append(qs.annotate(bin=rollups.bin_expression()).values("b", "bin").annotate(**raw_counts))
+            else:
+                parts.append(qs.values("b", "bin").annotate(count=Sum("n"), errors=Sum("errors"),
+                                                            latency_sum=Sum("latency_sum_ms"),
+                                                            max_latency=Max("max_latency_ms")))
         for key, value in percentiles_from_bins(parts, ("b",), with_counts=True).items():
             bucket = _utc(key[0])
             rows[bucket] = value.pop("counts")
@@ -745,6 +765,17 @@ def _global_timeseries(interval: str, start: datetime, end: datetime, with_p95: 
             results.append({"bucket": _utc(bucket), **_shape(counts),
                             **((with_p95 and percentiles.get(bucket)) or _exact(None))})
     return {"interval": interval, **_answer_precision(precision), "source": "hourly", "results": results}
+
+
+def _bucketed(filters: dict, model, lo, hi, regroup: bool, width) -> QuerySet:
+    """A piece of a bucket plan with its bucket as `b`: a rollup's own, regrouped to `width`, or
+    raw events (model ApiRequest: the planner hands buckets a late write touched to raw)."""
+    if model is ApiRequest:
+        return (ApiRequest.objects.filter(**_series_filter(filters), time__gte=lo, time__lt=hi).order_by()
+                .annotate(b=rollups.BucketStart("time", width)))
+    qs = _rollup_part(filters, model, lo, hi)
+    interval = {rollups.MINUTE: "minute", rollups.HOUR: "hour", rollups.DAY: "day"}[width]
+    return qs.annotate(b=Trunc("bucket", interval, tzinfo=UTC)) if regroup else qs.annotate(b=F("bucket"))
 
 
 def _utc(value) -> datetime:

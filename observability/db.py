@@ -282,6 +282,20 @@ def rollups_are_continuous(connection=default_connection) -> bool:
     return _ROLLUP_KIND[key]
 
 
+_TABLES: dict[tuple[str, str], bool] = {}
+
+
+def has_table(name: str, connection=default_connection) -> bool:
+    """True when table `name` exists in this database; cached per database name (a migration
+    may be rolled back below the one that creates it: the code then goes without it)."""
+    key = (str(connection.settings_dict.get("NAME")), name)
+    if key not in _TABLES:
+        with connection.cursor() as cursor:
+            _TABLES[key] = name in connection.introspection.table_names(cursor)
+    return _TABLES[key]
+
+
 def forget_rollup_kind(**kwargs) -> None:
-    """Drop the cache above; connected to pre/post_migrate, which create or drop the aggregates."""
+    """Drop the caches above; connected to pre/post_migrate, which create or drop the aggregates."""
     _ROLLUP_KIND.clear()
+    _TABLES.clear()

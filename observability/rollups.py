@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
+from django.core.signals import request_finished, request_started
 from django.db import DatabaseError, OperationalError, connection, transaction
 from django.db.models import Case, DateTimeField, F, FloatField, Func, IntegerField, Q, Value, When
 from django.db.models.functions import Cast, Floor, Least, Ln
@@ -26,6 +28,7 @@ from observability.models import (
     ApiRequest,
     ApiRequestDaily,
     ApiRequestHourly,
+    DirtyRange,
     GlobalLatencyDaily,
     GlobalLatencyHourly,
     GlobalLatencyMinute,
@@ -371,109 +374,232 @@ def _call_refresh(relation: str, start: datetime | None, end: datetime | None) -
 
 
 def refresh_all(start: datetime | None, end: datetime | None) -> None:
-    """Refresh every continuous aggregate over [start, end), sources before what is built on them."""
+    """Refresh every continuous aggregate over [start, end), sources before what is built on them.
+
+    The dirty ranges inside [start, end) recorded before it began are covered: deleted.
+    """
+    tracked = _tracks_dirt()
+    if tracked:
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT max(id) FROM {DIRTY}")
+            last = cursor.fetchone()[0]
     for rollup in aggregates():
         refresh(rollup.relation, start, end)
+    if tracked and last is not None:
+        with connection.cursor() as cursor:
+            cursor.execute(f"DELETE FROM {DIRTY} WHERE id <= %s AND (%s::timestamptz IS NULL OR lo >= %s)"
+                           " AND (%s::timestamptz IS NULL OR hi <= %s)", [last, start, start, end, end])
+        _forget_dirty()
 
 
-# Refreshes that failed after a committed write, since the process started (the events are
-# stored; the refresh policy materializes them on its next run).
-refresh_failures = 0
+# --- Dirty ranges: what late writes touched, refreshed in the background ---------------------
+#
+# A write never refreshes an aggregate: refresh_continuous_aggregate can't run in the write's
+# transaction, takes the aggregate's lock (waiting out policy runs), and re-reads whole buckets.
+# A write that lands below what an aggregate may have materialized records the minutes it
+# touched in `apirequest_dirty`, in its own transaction; the read planner reads those buckets
+# from a finer tier or raw events (so late events are visible, exact, once the write commits),
+# and `refresh_dirty` (the worker `manage.py refresh_rollups --follow`) re-materializes them and
+# deletes the rows it has covered.
+
+DIRTY = DirtyRange._meta.db_table
+# A write compares its rows with what a policy run may have materialized by the time it commits:
+# this much past its clock covers the COPY, the commit and a clock that differs from the server's.
+DIRTY_SLACK = timedelta(seconds=30)
+# Minutes closer than this are recorded as one range: fewer rows, each read a little wider.
+DIRTY_GAP = timedelta(minutes=10)
+# More ranges than this in one write (a batch spread over a day) are recorded by the hour.
+DIRTY_MAX_RANGES = 64
 
 
-def _refresh_failed(exc: Exception) -> int:
-    global refresh_failures
-    refresh_failures += 1
-    logger.warning("Refreshing the rollups after a write failed (%s failures so far; the refresh "
-                   "policy will catch up): %s", refresh_failures, exc)
-    return 0
+def dirty_runs(times: Iterable[datetime]) -> list[tuple[datetime, datetime]]:
+    """The minutes of `times` as sorted, half-open ranges, neighbours closer than DIRTY_GAP merged."""
+    minutes = sorted({floor(t, MINUTE) for t in times})
+    for width, gap in ((MINUTE, DIRTY_GAP), (HOUR, HOUR)):
+        runs: list[list[datetime]] = []
+        for minute in minutes:
+            lo = floor(minute, width)
+            if runs and lo - runs[-1][1] < gap:
+                runs[-1][1] = max(runs[-1][1], lo + width)
+            else:
+                runs.append([lo, lo + width])
+        if len(runs) <= DIRTY_MAX_RANGES:
+            break
+    return [(lo, hi) for lo, hi in runs]
 
 
-def refresh_after_write(times: Iterable[datetime]) -> int:
-    """Re-materialize the buckets a write touched below each aggregate's watermark.
+def _policy_reach(now: datetime) -> datetime:
+    """The latest time any aggregate's refresh policy may have materialized by `now`."""
+    reach = [floor(now + DIRTY_SLACK - rollup.refresh.end_offset, rollup.width)
+             for rollup in aggregates() if rollup.refresh is not None]
+    return max(reach)
 
-    Real-time aggregates compute buckets above the watermark from the raw table on every
-    query, so fresh data needs nothing. A late event (clients buffer and retry) lands in a
-    bucket that is already materialized, where the policy would only pick it up on its next
-    run; refreshing exactly those buckets now makes it visible at once. Returns how many
-    refresh calls were made (0 on databases without continuous aggregates).
 
-    A failure here (the database went away after the commit) never fails the write that
-    was committed: it is logged and counted in `refresh_failures`.
+def _tracks_dirt(using=connection) -> bool:
+    """Dirty ranges exist where aggregates materialize, from migration 0009 on."""
+    return db.rollups_are_continuous(using) and db.has_table(DIRTY, using)
+
+
+def mark_dirty(times: Iterable[datetime]) -> int:
+    """Record the minutes of a write that an aggregate may have materialized already.
+
+    Call inside the write's transaction (it is what makes the write's events visible in the
+    answers the moment it commits). One statement, on TimescaleDB only: it compares the write's
+    ranges with each aggregate's watermark (read in the same statement, so a refresh that
+    finished a moment ago counts) and with what a policy run may have materialized by the
+    commit, and inserts the ranges below. Returns how many ranges were recorded.
     """
-    try:
-        if not db.rollups_are_continuous():
-            return 0
-        times = list(times)
-        if connection.in_atomic_block:
-            # refresh_continuous_aggregate can't run inside a transaction: wait for the commit.
-            transaction.on_commit(lambda: _refresh_buckets_safely(times))
-            return 0
-        return _refresh_buckets(times)
-    except DatabaseError as exc:
-        return _refresh_failed(exc)
-
-
-def _refresh_buckets_safely(times: list[datetime]) -> int:
-    try:
-        return _refresh_buckets(times)
-    except DatabaseError as exc:
-        return _refresh_failed(exc)
-
-
-def _refresh_buckets(times: list[datetime]) -> int:
-    if not times:
+    if not _tracks_dirt():
         return 0
-    earliest = min(times)
-    calls = 0
-    # One round trip for every watermark: this runs after every ingest batch.
+    runs = dirty_runs(times)
+    if not runs:
+        return 0
+    reach = _policy_reach(datetime.now(UTC))
+    _forget_dirty()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {DIRTY} (lo, hi, created)"
+            " SELECT r.lo, r.hi, now() FROM unnest(%s::timestamptz[], %s::timestamptz[]) AS r(lo, hi),"
+            " (SELECT GREATEST(%s::timestamptz, max(_timescaledb_functions.to_timestamp("
+            "_timescaledb_functions.cagg_watermark(mat_hypertable_id)))) AS mark"
+            " FROM _timescaledb_catalog.continuous_agg WHERE user_view_name = ANY(%s)) AS e"
+            " WHERE r.lo < e.mark",
+            [[lo for lo, _ in runs], [hi for _, hi in runs], reach,
+             [rollup.relation for rollup in aggregates()]],
+        )
+        return cursor.rowcount
+
+
+# The dirty ranges a request plans with: read once per request (a page plans four to six
+# times), never across requests, so a write acknowledged before a request began is in it.
+# Per thread: gunicorn's workers serve several requests at once, one a thread.
+_request = threading.local()
+
+
+def _request_started(**kwargs) -> None:
+    _request.dirty = {}
+
+
+def _request_finished(**kwargs) -> None:
+    _request.dirty = None
+
+
+request_started.connect(_request_started, dispatch_uid="rollups.dirty")
+request_finished.connect(_request_finished, dispatch_uid="rollups.dirty")
+
+
+def _forget_dirty() -> None:
+    cache = getattr(_request, "dirty", None)
+    if cache:
+        cache.clear()
+
+
+def dirty_ranges(using=connection) -> list[tuple[datetime, datetime]]:
+    """The recorded dirty ranges, merged and sorted ([] where the rollups are plain views)."""
+    if not _tracks_dirt(using):
+        return []
+    cache = getattr(_request, "dirty", None)  # None outside a request: read every time
+    if cache is not None and using.alias in cache:
+        return cache[using.alias]
+    # Before the raw horizon the raw events may be gone: what an aggregate holds is all there is
+    # (ingest refuses events that old, so only a refresher down for weeks leaves such rows).
+    horizon = raw_horizon()
+    with using.cursor() as cursor:
+        cursor.execute(f"SELECT GREATEST(lo, %s), hi FROM {DIRTY} WHERE %s::timestamptz IS NULL OR hi > %s"
+                       " ORDER BY 1", [horizon or NOTHING_MATERIALIZED, horizon, horizon])
+        merged: list[list[datetime]] = []
+        for lo, hi in cursor.fetchall():
+            if merged and lo <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], hi)
+            else:
+                merged.append([lo, hi])
+    ranges = [(lo, hi) for lo, hi in merged]
+    if cache is not None:
+        cache[using.alias] = ranges
+    return ranges
+
+
+@dataclass
+class DirtyPass:
+    """What one pass of the refresher did."""
+
+    ranges: int = 0  # dirty rows covered (and deleted)
+    calls: int = 0  # refresh calls made
+    failed: list[str] | None = None  # aggregates whose refresh failed: their rows are kept
+    oldest_seconds: float = 0.0  # the age of the oldest row covered
+
+
+def refresh_dirty(*, limit: int = 10_000) -> DirtyPass:
+    """Re-materialize what the recorded dirty ranges cover, then delete the rows covered.
+
+    Every aggregate is refreshed over the merged ranges, clipped to its watermark (above it the
+    aggregate is computed from raw events at query time; refreshing there would move the
+    watermark past buckets still filling), in catalogue order so a hierarchical aggregate
+    re-reads what its source has just re-materialized. Rows are deleted by id, only those read
+    before the refreshes began and only when every refresh succeeded: a write that commits
+    while a refresh runs adds a row of its own, covered by the next pass; a failed refresh
+    (a policy holding the aggregate, the database going away) leaves every row for the next pass,
+    and the planner keeps reading those ranges around the aggregates meanwhile.
+    """
+    result = DirtyPass()
+    if not _tracks_dirt():
+        return result
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT id, lo, hi, created, now() FROM {DIRTY} ORDER BY id LIMIT %s", [limit])
+        rows = cursor.fetchall()
+    if not rows:
+        return result
+    ids = [row[0] for row in rows]
+    result.oldest_seconds = max(0.0, max((row[4] - row[3]).total_seconds() for row in rows))
+    merged: list[list[datetime]] = []
+    for _, lo, hi, _, _ in sorted(rows, key=lambda row: row[1]):
+        if merged and lo <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], hi)
+        else:
+            merged.append([lo, hi])
     marks = watermarks(rollup.relation for rollup in aggregates())
-    now = datetime.now(UTC)
-    # However many aggregates wait on policy runs, the write's answer waits at most this long.
-    deadline = time.monotonic() + REFRESH_WAIT_SECONDS
-    # Catalogue order: a hierarchical aggregate comes after its source, so it re-reads buckets
-    # the source has just re-materialized.
+    failed = []
     for rollup in aggregates():
         mark = marks[rollup.relation]
-        if mark is None or earliest >= mark:
-            continue  # the common case: nothing written below what is materialized
-        stale = [t for t in times if t < mark and (rollup.window is None or t >= now - rollup.window)]
-        if not stale:
+        if mark is None:
+            continue  # nothing materialized: all of it is computed at query time
+        # One call over the span of the ranges below the watermark: a refresh re-materializes
+        # only the buckets the invalidation log marks inside its window, and each call takes the
+        # aggregate's lock and reads the log once (a call per range cost a pass ten times more).
+        below = [(floor(lo, rollup.width), min(ceil(hi, rollup.width), floor(mark, rollup.width)))
+                 for lo, hi in merged]
+        below = [(lo, hi) for lo, hi in below if lo < hi]
+        if not below:
             continue
-        # One call over the span of the stale buckets: a refresh re-materializes only what the
-        # invalidation log marks inside its window, and TimescaleDB logs a write's whole time
-        # range anyway; one call per run of buckets made hundreds of calls (each taking the
-        # aggregate's lock) for a batch of late events spread over days.
+        lo, hi = below[0][0], max(hi for _, hi in below)
         try:
-            _refresh_waiting(rollup.relation, floor(min(stale), rollup.width),
-                             floor(max(stale), rollup.width) + rollup.width, deadline)
+            refresh(rollup.relation, lo, hi, attempts=3)
+            result.calls += 1
         except DatabaseError as exc:
-            # One aggregate's failure must not leave the others (after it in the catalogue) stale.
-            _refresh_failed(exc)
-        calls += 1
-    return calls
+            logger.warning("Refreshing %s over [%s, %s) failed; the next pass retries it: %s",
+                           rollup.relation, lo, hi, exc)
+            failed.append(rollup.relation)
+    if failed:
+        result.failed = failed
+        return result
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(f"DELETE FROM {DIRTY} WHERE id = ANY(%s)", [ids])
+    _forget_dirty()
+    result.ranges = len(ids)
+    return result
+
+
+def dirty_backlog(using=connection) -> tuple[int, float]:
+    """(rows waiting, age in seconds of the oldest): the refresher's lag, for /metrics."""
+    if not _tracks_dirt(using):
+        return 0, 0.0
+    with using.cursor() as cursor:
+        cursor.execute(f"SELECT count(*), COALESCE(EXTRACT(EPOCH FROM now() - min(created)), 0) FROM {DIRTY}")
+        count, age = cursor.fetchone()
+    return int(count), float(age)
 
 
 LOCK_NOT_AVAILABLE = "55P03"
-
-
-# Seconds an after-write refresh may spend waiting for policy runs, over every aggregate.
-REFRESH_WAIT_SECONDS = 5.0
-
-
-def _refresh_waiting(relation: str, start: datetime, end: datetime, deadline: float | None = None) -> None:
-    """refresh() after a write: the events are stored by then, so a refresh policy that keeps
-    the aggregate busy past refresh()'s wait must never fail the write: leave the buckets to
-    the next policy run (the invalidation log keeps them)."""
-    try:
-        # A policy run holds the aggregate while it works (the fine tier's runs every minute):
-        # wait for it, within the write's budget, before leaving the buckets to the next run.
-        refresh(relation, start, end, attempts=8, deadline=deadline)
-    except OperationalError as exc:
-        if getattr(exc.__cause__, "pgcode", None) != LOCK_NOT_AVAILABLE:
-            raise
-        logger.warning("%s: a concurrent refresh held the aggregate; [%s, %s) waits for the policy.",
-                       relation, start, end)
 
 
 # --- The range planner -----------------------------------------------------------------------
@@ -524,6 +650,16 @@ def plan(filters: dict, family: Family = COUNTS) -> tuple[list[Piece], list[Q]] 
         pieces, tail_lo = _fine_tail(family, pieces, hour_hi, end)
     if end is not None and tail_lo < end:
         edges.append(Q(time__gte=tail_lo, time__lt=end))
+    dirty = _dirty_for(piece[0] for piece in pieces)
+    if dirty:
+        clean: list[Piece] = []
+        for model, lo, hi in pieces:
+            for piece_model, plo, phi, _ in _around_dirty(family, model, lo, hi, dirty):
+                if piece_model is ApiRequest:
+                    edges.append(Q(time__gte=plo, time__lt=phi))
+                else:
+                    clean.append((piece_model, plo, phi))
+        pieces = clean
     return pieces, edges
 
 
@@ -601,16 +737,99 @@ def bucket_plan(
     else:
         mark = _daily_mark(family)
         if mark is None or mark >= end:
-            return [(family.daily.model, start, end, False)]
-        mark = max(floor(mark, DAY), start)
-        pieces = [(family.daily.model, start, mark, False)] if start < mark else []
-        pieces.append((family.hourly.model, mark, end, True))
-    if family.fine is None:
+            pieces = [(family.daily.model, start, end, False)]
+        else:
+            mark = max(floor(mark, DAY), start)
+            pieces = [(family.daily.model, start, mark, False)] if start < mark else []
+            pieces.append((family.hourly.model, mark, end, True))
+    if family.fine is not None and pieces[-1][0] is not family.daily.model:
+        fine_mark = _fine_mark(family)
+        if fine_mark is not None and fine_mark < end:
+            model, lo, hi, regroup = pieces.pop()
+            if lo < fine_mark:
+                pieces.append((model, lo, fine_mark, regroup))
+            pieces.append((family.fine.model, max(lo, fine_mark), end, True))
+    dirty = _dirty_for(piece[0] for piece in pieces)
+    if not dirty:
         return pieces
-    fine_mark = _fine_mark(family)
-    if fine_mark is None or fine_mark >= end:
-        return pieces
-    model, lo, hi, regroup = pieces.pop()
-    if lo < fine_mark:
-        pieces.append((model, lo, fine_mark, regroup))
-    return pieces + [(family.fine.model, max(lo, fine_mark), end, True)]
+    # Around the dirty ranges: a bucket of the answer may then come from several pieces.
+    return [(model, lo, hi, regroup or regrouped)
+            for piece_model, piece_lo, piece_hi, regroup in pieces
+            for model, lo, hi, regrouped in _around_dirty(family, piece_model, piece_lo, piece_hi, dirty)]
+
+
+BY_MODEL = {rollup.model: rollup for rollup in CATALOGUE}
+
+
+def _dirty_for(models: Iterable[type]) -> list[tuple[datetime, datetime]]:
+    """The dirty ranges, where one of `models` is a materialized aggregate (else nothing to cut)."""
+    for model in models:
+        rollup = BY_MODEL.get(model)
+        if rollup is not None and rollup.kind != "raw" and cutoff(rollup.relation) not in (None, NOTHING_MATERIALIZED):
+            return dirty_ranges()
+    return []
+
+
+def _finer(family: Family, rollup: Rollup, lo: datetime, hi: datetime) -> Rollup | None:
+    """The tier of `family` below `rollup` that can serve [lo, hi) exactly, or None (raw events)."""
+    tiers = [family.daily, family.hourly, family.fine]
+    for tier in tiers[tiers.index(rollup) + 1:]:
+        if tier is None:
+            return None
+        if tier is family.fine:
+            mark = _fine_mark(family)
+            # Within the fine tier's refresh window only: older minutes are not re-materialized.
+            if mark is None or (family.fine.window is not None
+                                and lo < datetime.now(UTC) - family.fine.window + HOUR):
+                return None
+        kept = retention_days(tier_for(tier.width))
+        if kept and lo < datetime.now(UTC) - timedelta(days=kept) + DAY:
+            continue
+        return tier
+    return None
+
+
+def _around_dirty(family: Family, model, lo: datetime | None, hi: datetime | None,
+                  dirty: list[tuple[datetime, datetime]]) -> list[tuple[type, datetime | None, datetime | None, bool]]:
+    """A rollup piece [lo, hi) with the buckets dirty ranges touch below its watermark handed down
+    to the next finer tier (or raw events, model ApiRequest): (model, lo, hi, regroup) pieces.
+
+    Those buckets were materialized before a late write committed; the finer tier (or raw) holds
+    the write's events, and the rest of the piece is as good as ever.
+    """
+    rollup = BY_MODEL.get(model)
+    if rollup is None or rollup.kind == "raw":
+        return [(model, lo, hi, False)]
+    mark = cutoff(rollup.relation)
+    if mark is None or mark == NOTHING_MATERIALIZED:
+        return [(model, lo, hi, False)]
+    width = rollup.width
+    holes: list[list[datetime]] = []
+    for dirty_lo, dirty_hi in dirty:
+        a, b = floor(dirty_lo, width), min(ceil(dirty_hi, width), mark)
+        if lo is not None:
+            a = max(a, lo)
+        if hi is not None:
+            b = min(b, hi)
+        if a >= b:
+            continue
+        if holes and a <= holes[-1][1]:
+            holes[-1][1] = max(holes[-1][1], b)
+        else:
+            holes.append([a, b])
+    if not holes:
+        return [(model, lo, hi, False)]
+    pieces = []
+    at = lo
+    for a, b in holes:
+        if at is None or at < a:
+            pieces.append((model, at, a, False))
+        finer = _finer(family, rollup, a, b)
+        if finer is None:
+            pieces.append((ApiRequest, a, b, True))
+        else:
+            pieces.extend((m, p_lo, p_hi, True) for m, p_lo, p_hi, _ in _around_dirty(family, finer.model, a, b, dirty))
+        at = b
+    if hi is None or at < hi:
+        pieces.append((model, at, hi, False))
+    return pieces

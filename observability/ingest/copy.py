@@ -1,5 +1,5 @@
 """Storing a validated batch in one transaction: COPY on PostgreSQL, bulk_create on SQLite,
-then the rollup upkeep (`rollups.refresh_after_write`)."""
+with the dirty ranges late rows leave (`rollups.mark_dirty`), in the same transaction."""
 
 from __future__ import annotations
 
@@ -103,7 +103,7 @@ def _typed_rows(events: list, plain: bool, horizon: datetime, too_old_before: da
 
 
 def store_rows(rows: list[tuple], *, escape: bool = True) -> int:
-    """Insert validated rows in one transaction (all or none), then refresh stale rollups.
+    """Insert validated rows in one transaction (all or none), with the dirty ranges of late ones.
 
     `escape=False` promises that no string holds a character COPY must escape.
     """
@@ -118,7 +118,9 @@ def store_rows(rows: list[tuple], *, escape: bool = True) -> int:
                 ApiRequest.objects.bulk_create(
                     [ApiRequest(**dict(zip(COLUMNS, row[:8], strict=True))) for row in rows[start:start + 500]]
                 )
-    rollups.refresh_after_write(row[0] for row in rows)
+        # In the same transaction: the late rows' ranges are read around the aggregates from
+        # the moment the events are visible, never after.
+        rollups.mark_dirty(row[0] for row in rows)
     return len(rows)
 
 

@@ -76,8 +76,9 @@ def receive_batch(*, body: bytes, content_type: str, principal: access.Principal
 def create_event(fields: dict, *, principal: access.Principal | None) -> ApiRequest:
     """Store one validated event (POST /api/requests/), charged as ingest of one event."""
     charge(principal, 1)
-    instance = ApiRequest.objects.create(**fields)
-    rollups.refresh_after_write([instance.time])
+    with transaction.atomic():
+        instance = ApiRequest.objects.create(**fields)
+        rollups.mark_dirty([instance.time])
     return instance
 
 
@@ -98,7 +99,7 @@ def update_event(instance: ApiRequest, changes: dict) -> ApiRequest:
             instance.save(force_insert=True)
         else:
             instance.save()
-    rollups.refresh_after_write([before, instance.time])
+        rollups.mark_dirty([before, instance.time])
     return instance
 
 
@@ -106,5 +107,6 @@ def update_event(instance: ApiRequest, changes: dict) -> ApiRequest:
 def delete_event(instance: ApiRequest) -> None:
     """Delete one stored event (DELETE /api/requests/{id}/)."""
     when = instance.time
-    instance.delete()
-    rollups.refresh_after_write([when])
+    with transaction.atomic():
+        instance.delete()
+        rollups.mark_dirty([when])

@@ -7,7 +7,7 @@ from unittest import mock
 from django.db import OperationalError, connection, connections
 from django.test import override_settings
 
-from observability import ingest, rollups
+from observability import ingest
 from observability.models import ApiRequest
 from observability.tests.utils import (
     LIST_URL,
@@ -60,22 +60,6 @@ class DatabaseUnavailableTests(ApiTestCase):
                 response = server_error(None)
         self.assertEqual(response.status_code, 503)
         self.assertEqual(response["Retry-After"], "5")
-
-
-class RefreshFailureTests(ApiTestCase):
-    def test_a_refresh_that_fails_after_the_commit_keeps_the_writes_2xx_and_is_counted(self):
-        before = rollups.refresh_failures
-        with self.assertLogs("observability.rollups", "WARNING") as logs, \
-                mock.patch("observability.rollups.db.rollups_are_continuous", return_value=True), \
-                mock.patch("observability.rollups._refresh_buckets", side_effect=OperationalError("gone")), \
-                self.captureOnCommitCallbacks(execute=True):
-            response = post_ingest(self.client, make_events(20), strict=True)
-            created = self.client.post(LIST_URL, make_event(), content_type="application/json")
-        self.assertEqual(response.status_code, 201, response.content)
-        self.assertEqual(created.status_code, 201, created.content)
-        self.assertEqual(ApiRequest.objects.count(), 21)
-        self.assertEqual(rollups.refresh_failures, before + 2)
-        self.assertIn("policy will catch up", logs.output[0])
 
 
 class TimeLimitTests(ApiTransactionTestCase):

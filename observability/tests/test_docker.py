@@ -146,8 +146,22 @@ class ComposeFileTests(SimpleTestCase):
         cls.compose = yaml.safe_load(compose.read_text())
         cls.services = cls.compose["services"]
 
-    def test_it_has_a_db_a_web_and_a_proxy_service(self):
-        self.assertEqual(set(self.services), {"db", "web", "proxy"})
+    def test_it_has_a_db_a_web_a_refresher_and_a_proxy_service(self):
+        self.assertEqual(set(self.services), {"db", "web", "refresher", "proxy"})
+
+    def test_the_refresher_runs_the_web_image_against_the_same_database_once_web_has_migrated(self):
+        web, refresher = self.services["web"], self.services["refresher"]
+        self.assertEqual(refresher["build"], web["build"])
+        self.assertEqual(refresher["command"], ["python", "manage.py", "refresh_rollups", "--follow"])
+        # web's entrypoint migrates; the refresher's would race it if both started together.
+        self.assertEqual(refresher["depends_on"]["web"]["condition"], "service_healthy")
+        self.assertEqual(refresher["restart"], "unless-stopped")
+        self.assertEqual(refresher["env_file"], web["env_file"])
+        for name in ("DATABASE_URL", "DATABASE_PASSWORD", "APM_TIMESCALE", "DJANGO_SECRET_KEY",
+                     "APM_RETENTION_RAW_DAYS", "APM_RETENTION_FINE_DAYS"):
+            self.assertEqual(refresher["environment"][name], web["environment"][name], name)
+        self.assertNotIn("ports", refresher)
+        self.assertTrue((ROOT / "observability" / "management" / "commands" / "refresh_rollups.py").is_file())
 
     def test_only_the_proxy_is_published_and_it_runs_the_config_the_proxy_test_runs(self):
         proxy = self.services["proxy"]

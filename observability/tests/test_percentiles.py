@@ -9,8 +9,8 @@ import random
 from collections import defaultdict
 from datetime import timedelta
 
-from django.db import connection
-from django.test import SimpleTestCase, TransactionTestCase
+from django.db import connection, transaction
+from django.test import SimpleTestCase
 
 from observability import analytics, rollups
 from observability.models import ApiRequest
@@ -60,9 +60,10 @@ def convert_to_columnstore(relation: str) -> int:
 
 
 def store(rows: list[dict]) -> None:
-    """Insert rows without validation (as old versions could), then refresh what they touched."""
-    ApiRequest.objects.bulk_create([ApiRequest(**row) for row in rows])
-    rollups.refresh_after_write(row["time"] for row in rows)
+    """Insert rows without validation (as old versions could), recording what they touched late."""
+    with transaction.atomic():
+        ApiRequest.objects.bulk_create([ApiRequest(**row) for row in rows])
+        rollups.mark_dirty(row["time"] for row in rows)
 
 
 def rows_for(n, *, rng, start, span, services=("api", "web"), endpoints=("/a", "/b", "/c")):
@@ -338,45 +339,3 @@ class FallbackTests(ApiTransactionTestCase):
         approx = self.client.get("/api/requests/top-endpoints/", {**window, "with_p95": "true",
                                                                    "precision": "approx"}).json()
         self.assertEqual(approx, exact)
-
-
-class ConcurrentRefreshTests(TransactionTestCase):
-    """A late write while a refresh policy runs still answers 201, and the refresh is retried."""
-
-    def test_a_refresh_blocked_by_a_concurrent_one_is_retried_and_never_fails_the_write(self):
-        from unittest import mock
-
-        from django.db import OperationalError
-
-        class Locked(Exception):
-            pgcode = "55P03"
-
-        def locked():
-            error = OperationalError("could not refresh continuous aggregate due to a concurrent refresh")
-            error.__cause__ = Locked()
-            return error
-
-        calls = []
-
-        def call_refresh(relation, start, end):
-            calls.append(relation)
-            if len(calls) <= 2:
-                raise locked()
-
-        marks = {r.relation: BASE_TIME for r in rollups.aggregates()}
-        with (mock.patch.object(rollups, "_call_refresh", side_effect=call_refresh),
-              mock.patch.object(rollups, "watermarks", return_value=marks),
-              mock.patch.object(rollups.db, "rollups_are_continuous", return_value=True),
-              mock.patch.object(rollups.db, "is_continuous_aggregate", return_value=True),
-              mock.patch.object(rollups.time, "sleep")):
-            rollups.refresh_after_write([BASE_TIME - timedelta(days=1)])
-            # The first aggregate was tried three times, then every other one once.
-            self.assertEqual(calls[:3], [rollups.aggregates()[0].relation] * 3)
-            # (The fine tier is kept exact over its last two days only: a day-old event there
-            # is not refreshed.)
-            recent = [r for r in rollups.aggregates() if r.window is None]
-            self.assertEqual(len(calls), len(recent) + 2)
-            calls.clear()
-            with mock.patch.object(rollups, "_call_refresh", side_effect=lambda *a: (_ for _ in ()).throw(locked())):
-                self.assertEqual(rollups.refresh_after_write([BASE_TIME - timedelta(days=1)]),
-                                 len(recent))  # gave up quietly, wrote nothing wrong

@@ -275,6 +275,7 @@ class TimescaleRetentionTests(ApiTransactionTestCase):
             late = make_events(50, start=self.now - 12 * DAY, span=2 * DAY, seed=6, service="late")
             response = post_ingest(self.client, late)
             self.assertEqual(response.json()["inserted"], 50)
+            self.assertIsNone(rollups.refresh_dirty().failed)  # the background refresher's pass
             rows = [r for r in _rollup_rows("apirequest_hourly") if r[1] == "late"]
             self.assertEqual(sum(r[3] for r in rows), 50)
 
@@ -285,6 +286,7 @@ class TimescaleRetentionTests(ApiTransactionTestCase):
             self.assertEqual(response.status_code, 200)
             response = self.client.delete(f"/api/requests/{deleted.id}/")
             self.assertEqual(response.status_code, 204)
+            self.assertIsNone(rollups.refresh_dirty().failed)
             rows = [r for r in _rollup_rows("apirequest_hourly") if r[1] == "late"]
             self.assertEqual(sum(r[3] for r in rows), 49)
             expected_errors = 1 + sum(1 for e in stored[1:-1] if e.status_code >= 500)

@@ -137,6 +137,7 @@ class SeedOnTimescaleTests(TransactionTestCase):
             response = self.client.post("/api/requests/ingest/", [late], content_type="application/json",
                                         headers=api_key_headers("ingest"))
             self.assertEqual(response.json()["inserted"], 1)
+            self.assertIsNone(rollups.refresh_dirty().failed)  # the background refresher's pass
             self.assertGreater(row_store(), 0)  # the refresh decompressed batches
             cursor.execute("SELECT schedule_interval FROM timescaledb_information.jobs"
                            " WHERE proc_name = 'policy_compression' AND hypertable_name = 'apirequest_latency_daily'")
