@@ -2,6 +2,8 @@ from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from unittest import mock
 
+from django.test import SimpleTestCase
+
 from observability import ingest, rollups
 from observability.models import ApiRequest, GlobalLatencyMinute
 from observability.tests.utils import (
@@ -247,3 +249,48 @@ class MinuteTierHorizonTests(SeriesAssertions, ApiTransactionTestCase):
             self.assertEqual((body["precision"], body["source"]), (precision, "hourly"))
             self.assert_series(body, expected_series(events, MINUTE, start, end),
                              bound=body["max_relative_error"])
+
+
+class MinutePlanTests(SimpleTestCase):
+    """How `rollups.bucket_plan` cuts a window into minutes (watermarks given, any database)."""
+
+    def plan(self, start, end, family, continuous=True):
+        def cutoff(relation):
+            return rollups.NOTHING_MATERIALIZED if continuous else None
+
+        with mock.patch.object(rollups, "cutoff", side_effect=cutoff):
+            before = rollups.fine_since(family) if continuous and family.fine else None
+            pieces = rollups.bucket_plan(MINUTE, start, end, family)
+            after = rollups.fine_since(family) if continuous and family.fine else None
+        return pieces, (before, after)
+
+    def test_recent_minutes_of_all_traffic_come_from_the_minute_tier(self):
+        end = rollups.floor(datetime.now(UTC), MINUTE) + MINUTE
+        pieces, _ = self.plan(end - 60 * MINUTE, end, rollups.GLOBAL)
+        self.assertEqual(pieces, [(GlobalLatencyMinute, end - 60 * MINUTE, end, False)])
+
+    def test_minutes_before_what_the_minute_tier_keeps_exact_come_from_raw_events(self):
+        end = rollups.floor(datetime.now(UTC), MINUTE) - 3 * DAY
+        pieces, _ = self.plan(end - 60 * MINUTE, end, rollups.GLOBAL)
+        self.assertEqual(pieces, [(ApiRequest, end - 60 * MINUTE, end, True)])
+
+    def test_a_window_across_the_horizon_is_cut_at_the_first_exact_minute(self):
+        # Refreshed over two days, with an hour of margin; a shorter fine retention wins.
+        for days, kept in ((0, 2 * DAY), (5, 2 * DAY), (1, DAY)):
+            with self.settings(APM_RETENTION_FINE_DAYS=days):
+                now = datetime.now(UTC)
+                start = rollups.floor(now - kept + HOUR, MINUTE) - 90 * MINUTE
+                end = start + 300 * MINUTE
+                pieces, (before, after) = self.plan(start, end, rollups.GLOBAL)
+            self.assertEqual([p[0] for p in pieces], [ApiRequest, GlobalLatencyMinute], days)
+            (_, lo, cut, _), (_, cut_again, hi, regroup) = pieces
+            self.assertEqual((lo, hi, cut, regroup), (start, end, cut_again, False))
+            self.assertIn(cut, (before, after))
+            first = rollups.ceil(now - kept + HOUR, MINUTE)
+            self.assertIn(before, (first, first + MINUTE))  # (the clock may tick past a minute)
+
+    def test_minutes_of_a_family_without_a_minute_tier_or_without_aggregates_come_from_raw_events(self):
+        end = rollups.floor(datetime.now(UTC), MINUTE) + MINUTE
+        for family, continuous in ((rollups.COUNTS, True), (rollups.LATENCY, True), (rollups.GLOBAL, False)):
+            pieces, _ = self.plan(end - 60 * MINUTE, end, family, continuous)
+            self.assertEqual(pieces, [(ApiRequest, end - 60 * MINUTE, end, True)], family)
