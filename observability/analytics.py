@@ -45,7 +45,9 @@ FRACTIONS = (0.5, 0.9, 0.95, 0.99)
 PERCENTILE_KEYS = ("p50_latency_ms", "p90_latency_ms", "p95_latency_ms", "p99_latency_ms")
 SORT_KEYS = ("hits", "errors", "error_rate", "avg_latency_ms", "max_latency_ms", *PERCENTILE_KEYS)
 PRECISIONS = ("exact", "approx")
-INTERVALS = {"hour": rollups.HOUR, "day": rollups.DAY}
+INTERVALS = {"minute": rollups.MINUTE, "hour": rollups.HOUR, "day": rollups.DAY}
+# /timeseries/ without a start: an hour of minutes, a day of hours, a month of days.
+DEFAULT_BUCKETS = {"minute": 60, "hour": 24, "day": 30}
 MAX_BUCKETS = 1000
 ROLLUP_COLUMNS = ("bucket", "service", "endpoint", "hits", "errors", "avg_latency_ms",
                   "max_latency_ms", "p95_latency_ms")
@@ -634,6 +636,11 @@ def top_endpoints(*, query: ReadQuery, sort: str = "hits", order: str = "desc", 
 # --- /timeseries/ ---------------------------------------------------------------------------
 
 
+def current_time() -> datetime:
+    """Now, read once per /timeseries/ request: its default window and its `partial` bucket."""
+    return datetime.now(UTC)
+
+
 def timeseries_window(interval: str, start: datetime | None, end: datetime | None,
                       now: datetime | None = None) -> tuple[datetime, datetime]:
     """The first and the end bucket of a request: defaults, alignment and the size limit.
@@ -643,11 +650,11 @@ def timeseries_window(interval: str, start: datetime | None, end: datetime | Non
     width = INTERVALS[interval]
     try:
         if end is None:
-            end = rollups.floor(now or datetime.now(UTC), width) + width
+            end = rollups.floor(now or current_time(), width) + width
         else:
             end = rollups.ceil(end, width)
         if start is None:
-            start = end - (24 if interval == "hour" else 30) * width
+            start = end - DEFAULT_BUCKETS[interval] * width
         else:
             start = rollups.ceil(start, width)
     except OverflowError:
@@ -659,68 +666,109 @@ def timeseries_window(interval: str, start: datetime | None, end: datetime | Non
     return start, end
 
 
+def _bucketed(filters: dict, piece: tuple, interval: str) -> tuple[QuerySet, bool]:
+    """One piece (model, lo, hi, regroup) of `rollups.bucket_plan` with each row's bucket as
+    `b`, and whether it is raw events (grouped by `BucketStart`) rather than rollup rows."""
+    model, lo, hi, regroup = piece
+    if model is ApiRequest:
+        # Served by the (service, endpoint, time) and (time) indexes of the raw table.
+        raw = ApiRequest.objects.filter(**_series_filter(filters), time__gte=lo, time__lt=hi).order_by()
+        return raw.annotate(b=rollups.BucketStart("time", INTERVALS[interval])), True
+    qs = _rollup_part(filters, model, lo, hi)
+    return (qs.annotate(b=Trunc("bucket", interval, tzinfo=UTC)) if regroup else qs.annotate(b=F("bucket"))), False
+
+
+def _timeseries_rows(rows: dict, percentiles: dict, width, now: datetime, with_p95: bool = True) -> list[dict]:
+    """The result rows, by bucket: buckets without events left out, and `partial` on the one
+    that holds `now` (still filling)."""
+    results = []
+    for bucket in sorted(rows, key=_utc):
+        counts = _combine([rows[bucket]])
+        if not counts["hits"]:
+            continue
+        start = _utc(bucket)
+        results.append({"bucket": start, **_shape(counts),
+                        **((with_p95 and percentiles.get(bucket)) or _exact(None)),
+                        "partial": start <= now < start + width})
+    return results
+
+
 def timeseries(*, interval: str, start: datetime | None = None, end: datetime | None = None,
                service: str = "", endpoint: str = "", with_p95: bool = True,
-               precision: str = "exact") -> dict:
-    """One row per bucket with events: counts, avg/max and four percentiles."""
+               precision: str = "exact", now: datetime | None = None) -> dict:
+    """One row per bucket with events: counts, avg/max, four percentiles and `partial`.
+
+    `now` is the request's time (`current_time`), for the default window and `partial`.
+    """
     width = INTERVALS[interval]
-    start, end = timeseries_window(interval, start, end)
+    now = now or current_time()
+    start, end = timeseries_window(interval, start, end, now)
     query = ReadQuery.of_series(start=start, end=end, service=service, endpoint=endpoint, precision=precision)
     filters, raw = query.filters, query.queryset.order_by()
     truncated = rollups.BucketStart("time", width)
     if query.is_global:
-        return _global_timeseries(interval, start, end, with_p95, query.answered_precision)
+        # Minutes: approx wherever asked, as the whole-traffic minute tier keeps bins (the
+        # counts family's plan, which `answered_precision` consults, needs a whole hour).
+        answered = precision if width == rollups.MINUTE else query.answered_precision
+        return _global_timeseries(interval, start, end, with_p95, answered, now)
+    precision = query.answered_precision
     if query.rollups_answer:
         rows: dict[datetime, dict] = {}
-        for model, lo, hi, regroup in rollups.bucket_plan(width, start, end):
-            counts = _raw_counts() if model is ApiRequest else _ROLLUP_COUNTS
-            for row in _bucketed(filters, model, lo, hi, regroup, width).values("b").annotate(**counts):
+        read_rollups = False
+        for piece in rollups.bucket_plan(width, start, end):
+            qs, is_raw = _bucketed(filters, piece, interval)
+            read_rollups |= not is_raw
+            for row in qs.values("b").annotate(**(_raw_counts() if is_raw else _ROLLUP_COUNTS)):
                 # Around a dirty range one bucket comes from several pieces.
                 bucket = _utc(row.pop("b"))
                 rows[bucket] = _combine([rows[bucket], row]) if bucket in rows else row
-        source = "hourly"
+        source = "hourly" if read_rollups else "raw"
+        if width == rollups.MINUTE:
+            # Approx where a histogram family keeps minutes (none per series yet): elsewhere the
+            # minutes' percentiles come from the raw events they are counted from, exactly.
+            histograms = rollups.bucket_plan(width, start, end, _histogram_family(filters))
+            if precision == "approx" and all(piece[0] is ApiRequest for piece in histograms):
+                precision = "exact"
     else:
         rows = {row.pop("b"): row for row in
                 raw.annotate(b=truncated).values("b").annotate(**_raw_counts())}
         source = "raw"
-    precision = query.answered_precision
     percentiles: dict[datetime, dict] = {}
     if with_p95 and rows:
         if precision == "approx":
             parts = []
-            for model, lo, hi, regroup in rollups.bucket_plan(width, start, end, _histogram_family(filters)):
-                qs = _bucketed(filters, model, lo, hi, regroup, width)
-                if model is ApiRequest:
-                    parts.append(qs.annotate(bin=rollups.bin_expression()).values("b", "bin")
-                                 .annotate(count=Count("id")))
+            for piece in rollups.bucket_plan(width, start, end, _histogram_family(filters)):
+                qs, is_raw = _bucketed(filters, piece, interval)
+                if is_raw:
+                    qs = (qs.annotate(bin=rollups.bin_expression()).values("b", "bin")
+                          .annotate(count=Count("id")))
                 else:
-                    parts.append(qs.values("b", "bin").annotate(count=_bin_count()))
+                    qs = qs.values("b", "bin").annotate(count=_bin_count())
+                parts.append(qs)
             # Raw rows: a day regrouped from hours comes back as a naive (UTC) timestamp.
             percentiles = {_utc(key[0]): value for key, value in percentiles_from_bins(parts, ("b",)).items()}
         else:
             percentiles = {row["b"]: _exact(row["p"]) for row in
                            raw.annotate(b=truncated).values("b").annotate(p=Percentiles(rollups.capped_latency()))}
-    results = []
-    for bucket in sorted(rows):
-        counts = _combine([rows[bucket]])
-        if not counts["hits"]:
-            continue
-        results.append({"bucket": _utc(bucket), **_shape(counts),
-                        **(percentiles.get(bucket) or _exact(None))})
-    return {"interval": interval, **_answer_precision(precision), "source": source, "results": results}
+    return {"interval": interval, **_answer_precision(precision), "source": source,
+            "results": _timeseries_rows(rows, percentiles, width, now)}
 
 
-def _global_timeseries(interval: str, start: datetime, end: datetime, with_p95: bool, precision: str) -> dict:
+def _global_timeseries(interval: str, start: datetime, end: datetime, with_p95: bool, precision: str,
+                       now: datetime) -> dict:
     """/timeseries/ of all traffic from the whole-traffic tiers.
 
     Hours the per-hour aggregate has materialized come with their counts and exact percentiles
     (720 rows for a month); the rest, and days, from the bins of the whole-traffic tiers (the
     fine tier past the hourly watermark), approx, or exact from raw events with `exact`.
+    Minutes come from the bins of the minute tier over the days it keeps, from raw events
+    (binned alike) before them.
     """
     width = INTERVALS[interval]
     rows: dict[datetime, dict] = {}
     percentiles: dict[datetime, dict] = {}
     lo = start
+    read_rollups = False
     if width == rollups.HOUR:
         mark = rollups.cutoff(rollups.GLOBAL_PERCENTILES.relation)
         hi = min(end, mark) if mark is not None else start
@@ -737,18 +785,21 @@ def _global_timeseries(interval: str, start: datetime, end: datetime, with_p95: 
                                 "latency_sum": row["latency_sum_ms"], "max_latency": row["max_latency_ms"]}
                 percentiles[bucket] = _exact(row["percentiles"])
             lo = hi
+        read_rollups = True
     if lo < end:
         parts = []
-        for model, plo, phi, regroup in rollups.bucket_plan(width, lo, end, rollups.GLOBAL):
-            qs = _bucketed({}, model, plo, phi, regroup, width)
-            if model is ApiRequest:
-                raw_counts = _raw_counts()
-                raw_counts["count"] = raw_counts.pop("hits")
-                parts.append(qs.annotate(bin=rollups.bin_expression()).values("b", "bin").annotate(**raw_counts))
+        for piece in rollups.bucket_plan(width, lo, end, rollups.GLOBAL):
+            qs, is_raw = _bucketed({}, piece, interval)
+            read_rollups |= not is_raw
+            if is_raw:
+                counts = {"count": Count("id"), **_raw_counts()}
+                del counts["hits"]
+                qs = qs.annotate(bin=rollups.bin_expression()).values("b", "bin").annotate(**counts)
             else:
-                parts.append(qs.values("b", "bin").annotate(count=Sum("n"), errors=Sum("errors"),
-                                                            latency_sum=Sum("latency_sum_ms"),
-                                                            max_latency=Max("max_latency_ms")))
+                qs = qs.values("b", "bin").annotate(count=Sum("n"), errors=Sum("errors"),
+                                                    latency_sum=Sum("latency_sum_ms"),
+                                                    max_latency=Max("max_latency_ms"))
+            parts.append(qs)
         for key, value in percentiles_from_bins(parts, ("b",), with_counts=True).items():
             bucket = _utc(key[0])
             rows[bucket] = value.pop("counts")
@@ -758,24 +809,8 @@ def _global_timeseries(interval: str, start: datetime, end: datetime, with_p95: 
             for row in (raw.annotate(b=rollups.BucketStart("time", width)).values("b")
                         .annotate(p=Percentiles(rollups.capped_latency()))):
                 percentiles[_utc(row["b"])] = _exact(row["p"])
-    results = []
-    for bucket in sorted(rows):
-        counts = _combine([rows[bucket]])
-        if counts["hits"]:
-            results.append({"bucket": _utc(bucket), **_shape(counts),
-                            **((with_p95 and percentiles.get(bucket)) or _exact(None))})
-    return {"interval": interval, **_answer_precision(precision), "source": "hourly", "results": results}
-
-
-def _bucketed(filters: dict, model, lo, hi, regroup: bool, width) -> QuerySet:
-    """A piece of a bucket plan with its bucket as `b`: a rollup's own, regrouped to `width`, or
-    raw events (model ApiRequest: the planner hands buckets a late write touched to raw)."""
-    if model is ApiRequest:
-        return (ApiRequest.objects.filter(**_series_filter(filters), time__gte=lo, time__lt=hi).order_by()
-                .annotate(b=rollups.BucketStart("time", width)))
-    qs = _rollup_part(filters, model, lo, hi)
-    interval = {rollups.MINUTE: "minute", rollups.HOUR: "hour", rollups.DAY: "day"}[width]
-    return qs.annotate(b=Trunc("bucket", interval, tzinfo=UTC)) if regroup else qs.annotate(b=F("bucket"))
+    return {"interval": interval, **_answer_precision(precision), "source": "hourly" if read_rollups else "raw",
+            "results": _timeseries_rows(rows, percentiles, width, now, with_p95)}
 
 
 def _utc(value) -> datetime:

@@ -259,7 +259,7 @@ class BucketStart(Func):
     """
 
     output_field = DateTimeField()
-    _WIDTHS = {HOUR: ("1 hour", 13, ":00:00"), DAY: ("1 day", 10, " 00:00:00")}
+    _WIDTHS = {MINUTE: ("1 minute", 16, ":00"), HOUR: ("1 hour", 13, ":00:00"), DAY: ("1 day", 10, " 00:00:00")}
 
     def __init__(self, expression, width: timedelta):
         # Whitelisted constants, never client text.
@@ -731,8 +731,17 @@ def bucket_plan(
     `start` and `end` are bucket starts. Hours come from the hourly rollup; days from the daily
     one up to its watermark and from the hourly one, regrouped by day (`regroup`), past it. In
     a family with a fine tier, time past the hourly watermark comes from the fine one, regrouped.
+    Minutes come from the fine tier over what it keeps exact (`fine_since`), and from the raw
+    table (model `ApiRequest`, grouped by minute) before that or where the family has none.
     """
-    if width == HOUR:
+    if width == MINUTE:
+        since = fine_since(family)
+        if since is None or since >= end:
+            return [(ApiRequest, start, end, True)]
+        since = max(since, start)
+        pieces = [(ApiRequest, start, since, True)] if start < since else []
+        pieces.append((family.fine.model, since, end, False))
+    elif width == HOUR:
         pieces = [(family.hourly.model, start, end, False)]
     else:
         mark = _daily_mark(family)
@@ -742,7 +751,7 @@ def bucket_plan(
             mark = max(floor(mark, DAY), start)
             pieces = [(family.daily.model, start, mark, False)] if start < mark else []
             pieces.append((family.hourly.model, mark, end, True))
-    if family.fine is not None and pieces[-1][0] is not family.daily.model:
+    if family.fine is not None and width != MINUTE and pieces[-1][0] is not family.daily.model:
         fine_mark = _fine_mark(family)
         if fine_mark is not None and fine_mark < end:
             model, lo, hi, regroup = pieces.pop()
@@ -833,3 +842,21 @@ def _around_dirty(family: Family, model, lo: datetime | None, hi: datetime | Non
     if hi is None or at < hi:
         pieces.append((model, at, hi, False))
     return pieces
+
+
+def fine_since(family: Family, now: datetime | None = None) -> datetime | None:
+    """The first minute from which the family's fine tier holds every event, or None where it
+    has none to read (no fine tier, or no continuous aggregates).
+
+    Its refresh policy and after-write refreshes keep only its window exact, and retention drops
+    what is older than APM_RETENTION_FINE_DAYS; before its first refresh nothing older than the
+    window was materialized at all. The hour of margin, as in `_fine_mark`, covers a policy run
+    that starts late. Past its watermark the tier is real-time, so the newest minutes are exact too.
+    """
+    if family.fine is None or cutoff(family.fine.relation) is None:
+        return None
+    kept = [span for span in (family.fine.window, timedelta(days=retention_days(
+        tier_for(family.fine.width)))) if span]
+    if not kept:
+        return NOTHING_MATERIALIZED  # kept forever and refreshed over all history
+    return ceil((now or datetime.now(UTC)) - min(kept) + HOUR, MINUTE)

@@ -152,8 +152,11 @@ class TimeseriesParamSerializer(serializers.Serializer):
     precision = serializers.ChoiceField(choices=analytics.PRECISIONS, required=False, default="exact")
 
     def validate(self, attrs):
+        # One clock reading for the request: its default window and its `partial` bucket.
+        attrs["now"] = analytics.current_time()
         try:
-            attrs["start"], attrs["end"] = analytics.timeseries_window(attrs["interval"], attrs["start"], attrs["end"])
+            attrs["start"], attrs["end"] = analytics.timeseries_window(attrs["interval"], attrs["start"], attrs["end"],
+                                                                       attrs["now"])
         except ValueError as exc:
             name, _, message = str(exc).partition(": ")
             raise serializers.ValidationError({name: [message]}) from None
@@ -232,10 +235,12 @@ class KpiSerializer(_Percentiles, _Precision):
 
 class TimeseriesRowSerializer(_Percentiles):
     bucket = serializers.DateTimeField()
+    partial = serializers.BooleanField(
+        help_text="true for the bucket that holds the server's current time (still filling), false for every other.")
 
 
 class TimeseriesSerializer(_Precision):
-    interval = serializers.ChoiceField(choices=("hour", "day"))
+    interval = serializers.ChoiceField(choices=tuple(analytics.INTERVALS))
     source = serializers.ChoiceField(choices=SOURCES)
     results = TimeseriesRowSerializer(many=True)
 

@@ -146,7 +146,7 @@ class ApiRequestViewSet(StrictQueryParamsMixin, viewsets.ModelViewSet):
     @extend_schema(responses=TimeseriesSerializer)
     @action(detail=False, methods=["get"], query_serializer=TimeseriesParamSerializer)
     def timeseries(self, request):
-        """One row per hour or day: counts, avg/max latency and four percentiles."""
+        """One row per minute, hour or day: counts, avg/max latency, four percentiles, `partial`."""
         params = self.query_params()
         return Response(analytics.timeseries(**params))
 

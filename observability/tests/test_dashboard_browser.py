@@ -27,6 +27,7 @@ from observability.models import ApiRequest
 from observability.tests.utils import floor_to, iso, make_event, parse_time
 
 CHROMIUM = os.environ.get("APM_CHROMIUM", "/usr/bin/chromium")
+MINUTE = timedelta(minutes=1)
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
 PASSWORD = "browser-tests-only"  # noqa: S105 (a throwaway user in a test database)
@@ -243,6 +244,21 @@ class DashboardBrowserTests(LiveServerTestCase):
         self.assertTrue(all(label.isdigit() for label in labels), labels)
         self.assertEqual(len(set(labels)), len(labels), f"a label repeats: {labels}")
         self.assertEqual([int(v) for v in labels], sorted(int(v) for v in labels))
+        self.assert_clean()
+
+    def test_the_last_hour_is_drawn_by_the_minute(self):
+        self.log_in("/?window=1h")
+        start, end = self.window()
+        # Sixty minutes ending with the current one (the clock may have ticked since the page read it).
+        self.assertEqual(end - start, HOUR)
+        self.assertIn(end, (floor_to(timezone.now(), MINUTE), floor_to(timezone.now(), MINUTE) + MINUTE))
+        self.assertTrue(any("interval=minute" in url for url in self.requests if "/timeseries/" in url))
+        minutes = {floor_to(parse_time(e["time"]), MINUTE) for e in self.selected(start, end)}
+        for chart in ("#traffic-chart", "#latency-chart"):
+            self.assertEqual(self.page.get_attribute(chart, "data-buckets"), "60", chart)
+            self.assertEqual(self.page.get_attribute(chart, "data-points"), str(len(minutes)), chart)
+        self.assertEqual(self.page.text_content(".interval-label"), "per minute · UTC")
+        self.assertRegex(self.page.text_content("#range"), r" UTC · minute buckets$")
         self.assert_clean()
 
     def test_the_bucket_still_filling_is_drawn_apart_not_as_a_plunge(self):

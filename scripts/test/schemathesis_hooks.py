@@ -76,7 +76,7 @@ def _fix_event(event):
 
 # /timeseries/ answers at most 1,000 buckets (a 400 past that, by contract).
 MAX_BUCKETS = 1000
-WIDTHS = {"hour": timedelta(hours=1), "day": timedelta(days=1)}
+WIDTHS = {"minute": timedelta(minutes=1), "hour": timedelta(hours=1), "day": timedelta(days=1)}
 
 
 def _fit_timeseries_window(query):

@@ -2,7 +2,8 @@
  *
  * No build step and no inline script (the page's CSP forbids it): this file and the vendored
  * uPlot are all the code. Times are UTC everywhere; windows are aligned to the chart's
- * interval (hourly up to 7 days, daily above) so tiles, charts and table cover the same events.
+ * interval (by the minute up to an hour, hourly up to 7 days, daily above) so tiles, charts and
+ * table cover the same events.
  */
 (function () {
   "use strict";
@@ -10,7 +11,14 @@
   var root = document.getElementById("dashboard");
   var API = root.dataset.api;                       // "/api/requests/"
   var LOGIN = root.dataset.login;
-  var HOUR = 3600, DAY = 86400;
+  var MINUTE = 60, HOUR = 3600, DAY = 86400;
+  var INTERVALS = {};  // bucket width in seconds -> the API's interval and the charts' label
+  INTERVALS[MINUTE] = { name: "minute", label: "per minute", buckets: "minute buckets" };
+  INTERVALS[HOUR] = { name: "hour", label: "hourly", buckets: "hourly buckets" };
+  INTERVALS[DAY] = { name: "day", label: "daily", buckets: "daily buckets" };
+  // The chart's bucket width for a window of `length` seconds: 60 minutes for the last hour,
+  // hours up to 7 days (at most 168 points), days above.
+  function bucketWidth(length) { return length <= HOUR ? MINUTE : length <= 7 * DAY ? HOUR : DAY; }
   var WINDOWS = { "1h": HOUR, "24h": DAY, "7d": 7 * DAY, "30d": 30 * DAY };
   var API_SORTS = ["hits", "errors", "error_rate", "avg_latency_ms", "max_latency_ms",
                    "p95_latency_ms", "p99_latency_ms"];
@@ -107,16 +115,16 @@
     if (s.window === "custom") {
       var a = parseUtc(s.start), b = parseUtc(s.end);
       if (!(a < b)) return { error: "Custom window: choose a start before the end (UTC)." };
-      width = b - a <= 7 * DAY ? HOUR : DAY;
+      width = bucketWidth(b - a);
       start = Math.floor(a / width) * width;
       end = Math.ceil(b / width) * width;
     } else {
       length = WINDOWS[s.window];
-      width = length <= 7 * DAY ? HOUR : DAY;
+      width = bucketWidth(length);
       end = (Math.floor(now / width) + 1) * width;  // the end of the current interval
       start = end - length;
     }
-    return { start: start, end: end, width: width, interval: width === HOUR ? "hour" : "day" };
+    return { start: start, end: end, width: width, interval: INTERVALS[width].name };
   }
 
   // --- The API ------------------------------------------------------------------------------
@@ -311,7 +319,7 @@
 
   function renderCharts(win, result) {
     root.querySelectorAll(".interval-label").forEach(function (el) {
-      el.textContent = (win.width === HOUR ? "hourly" : "daily") + " · UTC";
+      el.textContent = INTERVALS[win.width].label + " · UTC";
     });
     if (!result.ok) {
       chartFailed("traffic-chart", "Could not load the time series.");
@@ -508,7 +516,7 @@
     // charts and table below still show (dimmed) the previous window's.
     var rangeEl = document.getElementById("range");
     rangeEl.dataset.range = win.error ? "" :
-      utcLabel(win.start) + " – " + utcLabel(win.end) + " UTC · " + (win.width === HOUR ? "hourly" : "daily") + " buckets";
+      utcLabel(win.start) + " – " + utcLabel(win.end) + " UTC · " + INTERVALS[win.width].buckets;
     rangeEl.textContent = win.error ? "" : "Loading " + rangeEl.dataset.range + " …";
     rangeEl.classList.toggle("range-loading", !win.error);
     root.querySelectorAll("[data-window]").forEach(function (button) {
