@@ -669,7 +669,10 @@ def timeseries(*, interval: str, start: datetime | None = None, end: datetime | 
             qs = _rollup_part(filters, model, lo, hi)
             qs = qs.annotate(b=Trunc("bucket", interval, tzinfo=UTC)) if regroup else qs.annotate(b=F("bucket"))
             for row in qs.order_by().values("b").annotate(**_ROLLUP_COUNTS):
-                rows[row.pop("b")] = row
+                bucket = row.pop("b")
+                # Two pieces may share a bucket: the day of the hourly watermark comes partly
+                # from hours and partly from minutes (the fine tier), regrouped.
+                rows[bucket] = _combine([rows[bucket], row]) if bucket in rows else row
         source = "hourly"
     else:
         rows = {row.pop("b"): row for row in
