@@ -724,7 +724,7 @@ def timeseries(*, interval: str, start: datetime | None = None, end: datetime | 
                 rows[bucket] = _combine([rows[bucket], row]) if bucket in rows else row
         source = "hourly" if read_rollups else "raw"
         if width == rollups.MINUTE:
-            # Approx where a histogram family keeps minutes (none per series yet): elsewhere the
+            # Approx where a histogram family keeps minutes (the series' minute tiers, migration 0010): elsewhere the
             # minutes' percentiles come from the raw events they are counted from, exactly.
             histograms = rollups.bucket_plan(width, start, end, _histogram_family(filters))
             if precision == "approx" and all(piece[0] is ApiRequest for piece in histograms):

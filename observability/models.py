@@ -89,6 +89,28 @@ class ApiRequestDaily(_Rollup):
         db_table = "apirequest_daily"
 
 
+class ApiRequestMinute(models.Model):
+    """Per (minute, service, endpoint): the counts of `_Rollup` that add up across buckets.
+
+    The fine tier of the counts (TimescaleDB only, migration 0010): the read path reads it only
+    past the hourly rollup's watermark. No average (the sum over the hits) and no p95: the
+    /hourly/ and /daily/ rows keep their exact per-bucket p95 from the hourly and daily rollups.
+    """
+
+    pk = models.CompositePrimaryKey("bucket", "service", "endpoint")
+    bucket = models.DateTimeField()
+    service = models.CharField(max_length=100)
+    endpoint = models.CharField(max_length=255)
+    hits = models.BigIntegerField()
+    errors = models.BigIntegerField()
+    latency_sum_ms = models.FloatField()
+    max_latency_ms = models.FloatField()
+
+    class Meta:
+        managed = False
+        db_table = "apirequest_minute"
+
+
 class ApiKey(models.Model):
     """A credential for machines: one scope, stored only as a SHA-256 hash of its secret.
 
@@ -165,6 +187,27 @@ class ServiceLatencyDaily(_LatencyHistogram):
     class Meta(_LatencyHistogram.Meta):
         managed = False
         db_table = "apirequest_service_latency_daily"
+
+
+class LatencyMinute(_LatencyHistogram):
+    """The fine tier of `LatencyHourly` (migration 0010)."""
+
+    pk = models.CompositePrimaryKey("bucket", "service", "endpoint", "bin")
+    endpoint = models.CharField(max_length=255)
+
+    class Meta(_LatencyHistogram.Meta):
+        managed = False
+        db_table = "apirequest_latency_minute"
+
+
+class ServiceLatencyMinute(_LatencyHistogram):
+    """The fine tier of `ServiceLatencyHourly` (migration 0010)."""
+
+    pk = models.CompositePrimaryKey("bucket", "service", "bin")
+
+    class Meta(_LatencyHistogram.Meta):
+        managed = False
+        db_table = "apirequest_service_latency_minute"
 
 
 class _GlobalLatencyStats(models.Model):

@@ -28,6 +28,7 @@ from observability.models import (
     ApiRequest,
     ApiRequestDaily,
     ApiRequestHourly,
+    ApiRequestMinute,
     DirtyRange,
     GlobalLatencyDaily,
     GlobalLatencyHourly,
@@ -35,8 +36,10 @@ from observability.models import (
     GlobalPercentilesHourly,
     LatencyDaily,
     LatencyHourly,
+    LatencyMinute,
     ServiceLatencyDaily,
     ServiceLatencyHourly,
+    ServiceLatencyMinute,
 )
 
 logger = logging.getLogger(__name__)
@@ -121,8 +124,23 @@ class Rollup:
     columnstore_after: timedelta | None = None
 
 
+# The fine tiers' policy and window (migrations 0006, 0008, 0010): every 15 s up to 15 s ago,
+# over the last FINE_WINDOW_DAYS only.
+_FINE_REFRESH = Refresh(timedelta(seconds=15), timedelta(seconds=15))
+_FINE_WINDOW = timedelta(days=FINE_WINDOW_DAYS)
+
 CATALOGUE: tuple[Rollup, ...] = (
     Rollup(RAW, "raw", None, ("service", "endpoint"), None, ApiRequest, None),
+    # The fine tiers of the series (TimescaleDB only, 0010): read only past their hourly
+    # sibling's watermark, so a service- or endpoint-filtered read aggregates at most a minute
+    # or two of raw events at any ingest rate. Each comes before its hourly sibling, as the
+    # whole-traffic one does; all are built on the raw table.
+    Rollup("apirequest_minute", "counts", MINUTE, ("service", "endpoint"), RAW, ApiRequestMinute,
+           _FINE_REFRESH, window=_FINE_WINDOW),
+    Rollup("apirequest_latency_minute", "histogram", MINUTE, ("service", "endpoint"), RAW, LatencyMinute,
+           _FINE_REFRESH, window=_FINE_WINDOW),
+    Rollup("apirequest_service_latency_minute", "histogram", MINUTE, ("service",), RAW, ServiceLatencyMinute,
+           _FINE_REFRESH, window=_FINE_WINDOW),
     # Exact per-bucket p95 (the contract's /hourly/ and /daily/ rows): both read raw events.
     Rollup("apirequest_hourly", "counts", HOUR, ("service", "endpoint"), RAW, ApiRequestHourly,
            Refresh(HOUR, timedelta(minutes=5))),
@@ -145,7 +163,7 @@ CATALOGUE: tuple[Rollup, ...] = (
     # the KPIs and time series of all traffic in one small read. The minute one is the fine
     # tier: read only past the hourly one's watermark, so the raw tail stays a few minutes.
     Rollup("apirequest_global_minute", "stats", MINUTE, (), RAW, GlobalLatencyMinute,
-           Refresh(timedelta(seconds=15), timedelta(seconds=15)), window=timedelta(days=FINE_WINDOW_DAYS)),
+           _FINE_REFRESH, window=_FINE_WINDOW),
     Rollup("apirequest_global_hourly", "stats", HOUR, (), RAW, GlobalLatencyHourly,
            Refresh(timedelta(0), timedelta(minutes=5))),
     Rollup("apirequest_global_daily", "stats", DAY, (), "apirequest_global_hourly", GlobalLatencyDaily,
@@ -173,10 +191,13 @@ class Family:
     fine: Rollup | None = None
 
 
-COUNTS = Family(BY_RELATION["apirequest_hourly"], BY_RELATION["apirequest_daily"])
-LATENCY = Family(BY_RELATION["apirequest_latency_hourly"], BY_RELATION["apirequest_latency_daily"])
+COUNTS = Family(BY_RELATION["apirequest_hourly"], BY_RELATION["apirequest_daily"],
+                BY_RELATION["apirequest_minute"])
+LATENCY = Family(BY_RELATION["apirequest_latency_hourly"], BY_RELATION["apirequest_latency_daily"],
+                 BY_RELATION["apirequest_latency_minute"])
 SERVICE_LATENCY = Family(BY_RELATION["apirequest_service_latency_hourly"],
-                         BY_RELATION["apirequest_service_latency_daily"])
+                         BY_RELATION["apirequest_service_latency_daily"],
+                         BY_RELATION["apirequest_service_latency_minute"])
 GLOBAL = Family(BY_RELATION["apirequest_global_hourly"], BY_RELATION["apirequest_global_daily"],
                 BY_RELATION["apirequest_global_minute"])
 GLOBAL_PERCENTILES = BY_RELATION["apirequest_global_percentiles_hourly"]

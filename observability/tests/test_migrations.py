@@ -101,8 +101,10 @@ class CatalogueTests(TransactionTestCase):
         self.assertIn(rollups.DIRTY, names)
         built = {name for name in names if (name.startswith("apirequest_") or name == "observability_apirequest")
                  and name != rollups.DIRTY}
-        expected = {r.relation for r in rollups.CATALOGUE
-                    if r.kind in ("raw", "counts") or db.rollups_are_continuous()}
+        # Elsewhere the hourly and daily counts are plain views; the fine tiers (0006, 0010) and
+        # the histograms exist only as continuous aggregates.
+        expected = {r.relation for r in rollups.CATALOGUE if db.rollups_are_continuous() or r.kind == "raw"
+                    or (r.kind == "counts" and rollups.tier_for(r.width) != "fine")}
         self.assertEqual(built, expected)
         for rollup in rollups.aggregates():
             self.assertIn(rollup.source, rollups.BY_RELATION)
@@ -230,3 +232,43 @@ class FineTierPolicyMigrationTests(MigrationRoundTripCase):
         self.assertEqual(self.policy(), (timedelta(seconds=30), timedelta(seconds=30), start))
         call_command("migrate", "observability", verbosity=0)
         self.assertEqual(self.policy(), (timedelta(seconds=15), timedelta(seconds=15), start))
+
+
+class SeriesMinuteTierMigrationTests(MigrationRoundTripCase):
+    """0010: the series' minute tiers, real-time, refreshed every 15 s over their last two days."""
+
+    TIERS = ("apirequest_minute", "apirequest_latency_minute", "apirequest_service_latency_minute")
+
+    def policies(self):
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT hypertable_name, (config->>'start_offset')::interval,"
+                           " (config->>'end_offset')::interval, schedule_interval FROM timescaledb_information.jobs"
+                           " WHERE proc_name = 'policy_refresh_continuous_aggregate' AND hypertable_name = ANY(%s)",
+                           [list(self.TIERS)])
+            return {name: tuple(rest) for name, *rest in cursor.fetchall()}
+
+    def test_migrating_0010_back_and_forth_drops_and_rebuilds_the_tiers_with_their_policy(self):
+        if not db.rollups_are_continuous():
+            self.skipTest(f"the minute tiers exist on TimescaleDB only ({db.describe()})")
+        from datetime import UTC, datetime, timedelta
+
+        now = datetime.now(UTC)
+        events = make_events(60, start=now - timedelta(hours=1), span=timedelta(minutes=50))
+        post_ingest(self.client, events)
+        want = (timedelta(days=2), timedelta(seconds=15), timedelta(seconds=15))
+        self.assertEqual(self.policies(), dict.fromkeys(self.TIERS, want))
+        call_command("migrate", "observability", "0009", verbosity=0)
+        self.assertEqual(relations() & set(self.TIERS), set())
+        self.assertEqual(self.policies(), {})
+        call_command("migrate", "observability", verbosity=0)
+        self.assertEqual(self.policies(), dict.fromkeys(self.TIERS, want))
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT view_name FROM timescaledb_information.continuous_aggregates"
+                           " WHERE view_name = ANY(%s) AND NOT materialized_only", [list(self.TIERS)])
+            self.assertEqual({name for (name,) in cursor.fetchall()}, set(self.TIERS))
+            # The migration materialized the recent window: the minutes of those events are there.
+            for relation in self.TIERS:
+                column = "hits" if relation == "apirequest_minute" else "n"
+                cursor.execute(f"SELECT sum({column}) FROM {relation} WHERE bucket < %s",
+                               [rollups.watermark(relation)])
+                self.assertEqual(cursor.fetchone()[0], len(events), relation)
