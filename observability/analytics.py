@@ -711,6 +711,8 @@ def timeseries(*, interval: str, start: datetime | None = None, end: datetime | 
         # counts family's plan, which `answered_precision` consults, needs a whole hour).
         answered = precision if width == rollups.MINUTE else query.answered_precision
         return _global_timeseries(interval, start, end, with_p95, answered, now)
+    # Minutes: as asked where the minute tiers answer (checked below), as for all traffic.
+    asked = precision
     precision = query.answered_precision
     if query.rollups_answer:
         rows: dict[datetime, dict] = {}
@@ -724,9 +726,10 @@ def timeseries(*, interval: str, start: datetime | None = None, end: datetime | 
                 rows[bucket] = _combine([rows[bucket], row]) if bucket in rows else row
         source = "hourly" if read_rollups else "raw"
         if width == rollups.MINUTE:
-            # Approx where a histogram family keeps minutes (the series' minute tiers, migration 0010): elsewhere the
-            # minutes' percentiles come from the raw events they are counted from, exactly.
+            # Approx where a histogram family keeps the minutes (the series' minute tiers, 0010);
+            # elsewhere the minutes' percentiles come from the raw events they count, exactly.
             histograms = rollups.bucket_plan(width, start, end, _histogram_family(filters))
+            precision = asked if rollups.has_histograms() else "exact"
             if precision == "approx" and all(piece[0] is ApiRequest for piece in histograms):
                 precision = "exact"
     else:

@@ -14,7 +14,15 @@ from django.core.management import call_command
 from django.db import OperationalError, connection
 
 from observability import rollups
-from observability.models import ApiRequest, ApiRequestHourly, DirtyRange, GlobalLatencyMinute, LatencyHourly
+from observability.models import (
+    ApiRequest,
+    ApiRequestHourly,
+    ApiRequestMinute,
+    DirtyRange,
+    GlobalLatencyMinute,
+    LatencyHourly,
+    LatencyMinute,
+)
 from observability.tests.test_percentiles import BOUND, reference
 from observability.tests.utils import (
     PERCENTILES,
@@ -68,10 +76,11 @@ class AroundDirtyPlanTests(ApiTestCase):
         spans += [(dict(edge.children)["time__gte"], dict(edge.children)["time__lt"], ApiRequest) for edge in edges]
         return sorted(spans, key=lambda span: span[0])
 
-    def test_a_dirty_minute_takes_its_hour_out_of_the_hourly_rollup_and_nothing_else(self):
+    def test_a_dirty_minute_takes_its_hour_to_the_minute_tier_and_itself_to_raw(self):
         now = datetime.now(UTC)
         start, end = rollups.floor(now, DAY) - 10 * DAY, rollups.floor(now, HOUR) - 2 * HOUR
-        marks = {"apirequest_hourly": end, "apirequest_daily": rollups.floor(now, DAY) - DAY}
+        marks = {"apirequest_hourly": end, "apirequest_daily": rollups.floor(now, DAY) - DAY,
+                 "apirequest_minute": rollups.floor(now, MINUTE)}
         dirty_minute = end - 5 * HOUR + 7 * MINUTE
         pieces, edges = self.plan({"start": start, "end": end}, rollups.COUNTS, marks,
                                   [(dirty_minute, dirty_minute + MINUTE)])
@@ -82,9 +91,23 @@ class AroundDirtyPlanTests(ApiTestCase):
         for (_, hi, _), (lo, _, _) in zip(spans, spans[1:], strict=False):
             self.assertEqual(hi, lo)
         hole = rollups.floor(dirty_minute, HOUR)
-        # No finer per-series tier: the dirty hour comes from raw events, the rest as before.
-        self.assertIn((hole, hole + HOUR, ApiRequest), spans)
-        self.assertEqual(sum(1 for span in spans if span[2] is ApiRequest), 1)
+        self.assertIn((hole, dirty_minute, ApiRequestMinute), spans)
+        self.assertIn((dirty_minute + MINUTE, hole + HOUR, ApiRequestMinute), spans)
+        # Only the dirty minute itself is read from raw events.
+        self.assertEqual([span for span in spans if span[2] is ApiRequest],
+                         [(dirty_minute, dirty_minute + MINUTE, ApiRequest)])
+
+    def test_without_a_materialized_minute_tier_the_dirty_hour_comes_from_raw(self):
+        now = datetime.now(UTC)
+        start, end = rollups.floor(now, DAY) - 3 * DAY, rollups.floor(now, HOUR) - 2 * HOUR
+        marks = {"apirequest_hourly": end, "apirequest_daily": rollups.floor(now, DAY) - DAY}
+        dirty_minute = end - 5 * HOUR + 7 * MINUTE
+        with mock.patch.object(rollups, "_fine_mark", return_value=None):
+            pieces, edges = self.plan({"start": start, "end": end}, rollups.COUNTS, marks,
+                                      [(dirty_minute, dirty_minute + MINUTE)])
+        hole = rollups.floor(dirty_minute, HOUR)
+        spans = self.covered(pieces, edges)
+        self.assertEqual([span for span in spans if span[2] is ApiRequest], [(hole, hole + HOUR, ApiRequest)])
 
     def test_a_dirty_day_goes_to_the_hourly_tier_and_its_dirty_hour_to_the_minute_tier(self):
         now = datetime.now(UTC)
@@ -122,7 +145,9 @@ class AroundDirtyPlanTests(ApiTestCase):
                 mock.patch.object(rollups, "dirty_ranges", return_value=[(dirty_minute, dirty_minute + MINUTE)]):
             pieces = rollups.bucket_plan(HOUR, start, end, rollups.LATENCY)
         self.assertEqual(pieces, [(LatencyHourly, start, start + 2 * HOUR, False),
-                                  (ApiRequest, start + 2 * HOUR, start + 3 * HOUR, True),
+                                  (LatencyMinute, start + 2 * HOUR, dirty_minute, True),
+                                  (ApiRequest, dirty_minute, dirty_minute + MINUTE, True),
+                                  (LatencyMinute, dirty_minute + MINUTE, start + 3 * HOUR, True),
                                   (LatencyHourly, start + 3 * HOUR, end, False)])
 
 

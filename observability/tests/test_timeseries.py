@@ -172,9 +172,8 @@ class MinuteAndPartialTests(SeriesAssertions, ApiTransactionTestCase):
             self.assertEqual(want[-1]["bucket"], iso(rollups.floor(self.now, MINUTE)))  # the event at now
             self.assertEqual((body["interval"], body["precision"], body["max_relative_error"]),
                              ("minute", "exact", 0.0))
-            # All traffic on TimescaleDB reads the minute tier; minutes of one series come from raw
-            # events (there is no per-series minute tier).
-            self.assertEqual(body["source"], fast_source() if not filters else "raw", filters)
+            # On TimescaleDB all traffic and each series read their minute tiers (0006, 0010).
+            self.assertEqual(body["source"], fast_source(), filters)
             self.assert_series(body, want)
 
     def test_approx_minute_buckets_are_within_the_stated_bound(self):
@@ -182,7 +181,7 @@ class MinuteAndPartialTests(SeriesAssertions, ApiTransactionTestCase):
         start = end - 45 * MINUTE
         for filters, family in (({}, rollups.GLOBAL), ({"endpoint": "/cart"}, rollups.LATENCY)):
             body = self.series(interval="minute", start=iso(start), precision="approx", **filters)
-            # Approx only where a histogram family keeps minutes: the whole-traffic tier.
+            # Approx where a histogram family keeps minutes (every family on TimescaleDB).
             expected = "approx" if rollups.has_histograms() and family.fine is not None else "exact"
             self.assertEqual(body["precision"], expected, filters)
             self.assertEqual(body["max_relative_error"], rollups.MAX_RELATIVE_ERROR if expected == "approx" else 0)
@@ -289,8 +288,8 @@ class MinutePlanTests(SimpleTestCase):
             first = rollups.ceil(now - kept + HOUR, MINUTE)
             self.assertIn(before, (first, first + MINUTE))  # (the clock may tick past a minute)
 
-    def test_minutes_of_a_family_without_a_minute_tier_or_without_aggregates_come_from_raw_events(self):
+    def test_minutes_without_aggregates_come_from_raw_events(self):
         end = rollups.floor(datetime.now(UTC), MINUTE) + MINUTE
-        for family, continuous in ((rollups.COUNTS, True), (rollups.LATENCY, True), (rollups.GLOBAL, False)):
+        for family, continuous in ((rollups.COUNTS, False), (rollups.LATENCY, False), (rollups.GLOBAL, False)):
             pieces, _ = self.plan(end - 60 * MINUTE, end, family, continuous)
             self.assertEqual(pieces, [(ApiRequest, end - 60 * MINUTE, end, True)], family)
