@@ -236,11 +236,12 @@ class CpuMeter(threading.Thread):
             self.began = time.time()
         self.sample()
 
-    def end_phase(self) -> tuple[dict[str, float], dict[str, int]]:
+    def end_phase(self) -> tuple[dict[str, float], dict[str, int], float]:
+        """CPU seconds by group, processes seen by group, and the seconds the phase was metered."""
         self.sample()
         with self.lock:
             return ({name: sum(last - first for first, last in pids.values()) for name, pids in self.seen.items()},
-                    {name: len(pids) for name, pids in self.seen.items()})
+                    {name: len(pids) for name, pids in self.seen.items()}, time.time() - self.began)
 
     def run(self) -> None:
         while not self.done.wait(self.every):
@@ -433,7 +434,7 @@ def run_phase(rate: int, args, server, keys: list[str], read_headers: dict, pick
     for p in procs:
         p.join(30)
     wall = stop_at.value - began
-    cpu, pids = meter.end_phase()
+    cpu, pids, metered = meter.end_phase()
     jobs_after = job_runs(cursor)
     del meter.groups["senders"]
     # Every batch has answered: the rows this phase stored are those with ids past the first.
@@ -446,10 +447,10 @@ def run_phase(rate: int, args, server, keys: list[str], read_headers: dict, pick
     except Exception:  # noqa: BLE001 - the table comes with migration 0009
         cursor.connection.rollback()
     return summarize(rate, batch, interval, args, sent, wall, stored, dirty, reader_out.get("pages", {}), cpu, pids,
-                     {k: jobs_after.get(k, 0.0) - jobs_before.get(k, 0.0) for k in jobs_after})
+                     metered, {k: jobs_after.get(k, 0) - jobs_before.get(k, 0) for k in jobs_after})
 
 
-def summarize(rate, batch, interval, args, sent, wall, stored, dirty, pages, cpu, pids, jobs) -> dict:
+def summarize(rate, batch, interval, args, sent, wall, stored, dirty, pages, cpu, pids, metered, jobs) -> dict:
     batches = [b for s in sent for b in s["batches"]]
     offered = sum(s["offered_batches"] * s["batch"] for s in sent)
     accepted = sum(b[4] for b in batches)
@@ -473,16 +474,16 @@ def summarize(rate, batch, interval, args, sent, wall, stored, dirty, pages, cpu
         "stored": stored, "stored_equals_accepted": stored == accepted,
         "dirty_ranges_pending": dirty,
         "pages": {}, "cpu_s": cpu, "cpu_pids": pids,
-        "cpu_core_share": {name: seconds / wall for name, seconds in cpu.items()},
+        "cpu_metered_s": metered, "cpu_core_share": {name: seconds / metered for name, seconds in cpu.items()},
         "timescaledb_job_runs": jobs,
-        "refresh_core_share": refresh_cpu / wall,
+        "refresh_core_share": refresh_cpu / metered,
     }
     # Job workers live for a run: the sampled CPU misses runs shorter than a sample and the ends
     # of longer ones. What the postmaster reaped and no sample saw (job workers, autovacuum
     # workers, short connections) bounds the rest from above.
     unsampled = max(0.0, cpu.get("postgresql", 0.0) - cpu.get("postgresql, sampled", 0.0))
-    row["timescaledb_jobs_core_share"] = {"sampled": cpu.get("timescaledb job workers", 0.0) / wall,
-                                          "at_most": (cpu.get("timescaledb job workers", 0.0) + unsampled) / wall}
+    row["timescaledb_jobs_core_share"] = {"sampled": cpu.get("timescaledb job workers", 0.0) / metered,
+                                          "at_most": (cpu.get("timescaledb job workers", 0.0) + unsampled) / metered}
     for name, page in pages.items():
         row["pages"][name] = {
             "loads": len(page["ms"]), "p50": pct(page["ms"], 50), "p95": pct(page["ms"], 95),
