@@ -768,7 +768,8 @@ def main() -> int:
         report["sql"] = sql_baseline(url, report["pick"], args.sql_loads)
     report["finished"] = f"{datetime.now(UTC):%Y-%m-%dT%H:%M}Z"
     print(write_report(report, args.output))
-    print(f"wrote {args.output}.md and .json")
+    log = f"; the refresher's log: {args.refresher_log}" if args.refresher_log else ""
+    print(f"wrote {args.output}.md and .json{log}")
     failed = sum(not c["pass"] for phase in report["phases"] for c in phase["checks"])
     print(f"targets: {'all met' if not failed else f'{failed} NOT met'}")
     return 0
