@@ -11,7 +11,7 @@ COMPOSE := bash scripts/lib/compose.sh
 VENV_PY := source scripts/lib/bootstrap.sh &&
 RUN_PY := APM_BOOTSTRAP=runtime source scripts/lib/bootstrap.sh &&
 
-.PHONY: run test step6 migrate install install-dev lint bench-ingest bench bench-sqlite bench-storage bench-dashboard bench-fresh seed up down logs key manage openapi demo
+.PHONY: run test step6 migrate install install-dev lint bench-ingest bench bench-sqlite bench-storage bench-dashboard bench-fresh bench-live seed up down logs key manage openapi demo
 
 install:  ## create .venv and install the pinned runtime requirements (make install-dev: the test tools too)
 	@$(RUN_PY) true
@@ -69,6 +69,8 @@ bench-dashboard:  ## the dashboard's API calls for the 30-day view vs plain SQL 
 	@$(VENV_PY) scripts/lib/with_postgres.sh "$$PY" scripts/bench/bench_dashboard.py $(ARGS)
 bench-fresh:  ## fresh data under sustained ingest (100/1,000/10,000 events/s): query cost and refresh cost (TimescaleDB)
 	@$(VENV_PY) scripts/lib/with_postgres.sh "$$PY" scripts/bench/bench_fresh.py $(ARGS)
+bench-live:  ## ingest at 1,000 events/s (2% late) while the dashboard loads, policies and refresher live (ARGS="-n 10000000 --rate 1000,5000")
+	@$(VENV_PY) scripts/lib/with_postgres.sh "$$PY" scripts/bench/bench_live.py $(ARGS)
 
 seed:  ## add realistic traffic to the configured database (ARGS="--events 100000")
 	@$(RUN_PY) DJANGO_DEBUG=$${DJANGO_DEBUG:-1} "$$PY" manage.py seed_requests $(ARGS)

@@ -85,7 +85,7 @@ def sql_calls(start, end, interval) -> list[tuple[str, tuple]]:
     ]
 
 
-def refresh_rollups(attempts: int = 30) -> None:
+def refresh_rollups(attempts: int = 30, *, verbose: bool = False) -> None:
     """Materialize every rollup over all history, waiting out a refresh policy run at the same time.
 
     seed_requests refreshes too, but fails when TimescaleDB's own policy job refreshes the same
@@ -97,9 +97,12 @@ def refresh_rollups(attempts: int = 30) -> None:
     from observability import rollups
 
     for rollup in rollups.aggregates():
+        began = time.monotonic()
         for attempt in range(attempts):
             try:
                 rollups.refresh(rollup.relation, None, None)
+                if verbose:
+                    print(f"  refreshed {rollup.relation} in {time.monotonic() - began:.1f} s", flush=True)
                 break
             except OperationalError as exc:
                 if "concurrent refresh" not in str(exc) or attempt == attempts - 1:
