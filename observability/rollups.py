@@ -515,6 +515,17 @@ def _forget_dirty() -> None:
         cache.clear()
 
 
+def _merge(ranges: Iterable[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:
+    """Half-open ranges, sorted, overlapping and touching ones made one."""
+    merged: list[list[datetime]] = []
+    for lo, hi in sorted(ranges):
+        if merged and lo <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], hi)
+        else:
+            merged.append([lo, hi])
+    return [(lo, hi) for lo, hi in merged]
+
+
 def dirty_ranges(using=connection) -> list[tuple[datetime, datetime]]:
     """The recorded dirty ranges, merged and sorted ([] where the rollups are plain views)."""
     if not _tracks_dirt(using):
@@ -528,13 +539,7 @@ def dirty_ranges(using=connection) -> list[tuple[datetime, datetime]]:
     with using.cursor() as cursor:
         cursor.execute(f"SELECT GREATEST(lo, %s), hi FROM {DIRTY} WHERE %s::timestamptz IS NULL OR hi > %s"
                        " ORDER BY 1", [horizon or NOTHING_MATERIALIZED, horizon, horizon])
-        merged: list[list[datetime]] = []
-        for lo, hi in cursor.fetchall():
-            if merged and lo <= merged[-1][1]:
-                merged[-1][1] = max(merged[-1][1], hi)
-            else:
-                merged.append([lo, hi])
-    ranges = [(lo, hi) for lo, hi in merged]
+        ranges = _merge(cursor.fetchall())
     if cache is not None:
         cache[using.alias] = ranges
     return ranges
@@ -572,12 +577,7 @@ def refresh_dirty(*, limit: int = 10_000) -> DirtyPass:
         return result
     ids = [row[0] for row in rows]
     result.oldest_seconds = max(0.0, max((row[4] - row[3]).total_seconds() for row in rows))
-    merged: list[list[datetime]] = []
-    for _, lo, hi, _, _ in sorted(rows, key=lambda row: row[1]):
-        if merged and lo <= merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], hi)
-        else:
-            merged.append([lo, hi])
+    merged = _merge((lo, hi) for _, lo, hi, _, _ in rows)
     marks = watermarks(rollup.relation for rollup in aggregates())
     failed = []
     for rollup in aggregates():
