@@ -85,8 +85,9 @@ def sql_calls(start, end, interval) -> list[tuple[str, tuple]]:
     ]
 
 
-def refresh_rollups(attempts: int = 30, *, verbose: bool = False) -> None:
-    """Materialize every rollup over all history, waiting out a refresh policy run at the same time.
+def refresh_rollups(attempts: int = 30, *, verbose: bool = False, end=None) -> None:
+    """Materialize every rollup over all history (up to `end`: only the buckets that end before
+    it), waiting out a refresh policy run at the same time.
 
     seed_requests refreshes too, but fails when TimescaleDB's own policy job refreshes the same
     aggregate at that moment ("due to a concurrent refresh"); a benchmark must not lose a
@@ -100,7 +101,7 @@ def refresh_rollups(attempts: int = 30, *, verbose: bool = False) -> None:
         began = time.monotonic()
         for attempt in range(attempts):
             try:
-                rollups.refresh(rollup.relation, None, None)
+                rollups.refresh(rollup.relation, None, end)
                 if verbose:
                     print(f"  refreshed {rollup.relation} in {time.monotonic() - began:.1f} s", flush=True)
                 break
