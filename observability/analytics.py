@@ -111,7 +111,7 @@ def rollup_rows(*, queryset: QuerySet, filters: dict, interval: str):
 
     From the rollup where it is materialized; elsewhere from the raw table (`RawRollupRows`).
     """
-    if not rollups.fast_rollups() or _dirty_within(filters):
+    if not rollups.fast_rollups() or _dirty_within(filters, rollups.STAGES[INTERVALS[interval]]):
         # A late write's buckets are out of date in the aggregate until the refresher has been:
         # the rows then come from raw events (seconds, usually).
         return RawRollupRows(filters=filters, width=INTERVALS[interval])
@@ -122,9 +122,11 @@ def rollup_rows(*, queryset: QuerySet, filters: dict, interval: str):
     )
 
 
-def _dirty_within(filters: dict) -> bool:
+def _dirty_within(filters: dict, below: int) -> bool:
+    """A dirty range the refresher has not brought to stage `below` yet lies in the window."""
     start, end = filters.get("start"), filters.get("end")
-    return any((start is None or hi > start) and (end is None or lo < end) for lo, hi in rollups.dirty_ranges())
+    return any((start is None or hi > start) and (end is None or lo < end)
+               for lo, hi in rollups.dirty_ranges(below=below))
 
 
 class RawRollupRows:
@@ -776,7 +778,7 @@ def _global_timeseries(interval: str, start: datetime, end: datetime, with_p95: 
         mark = rollups.cutoff(rollups.GLOBAL_PERCENTILES.relation)
         hi = min(end, mark) if mark is not None else start
         # Hours a late write touched are out of date there: from the first of them on, the bins.
-        for dirty_lo, dirty_hi in rollups.dirty_ranges():
+        for dirty_lo, dirty_hi in rollups.dirty_ranges(below=rollups.stage_of(rollups.GLOBAL_PERCENTILES)):
             if dirty_hi > start and dirty_lo < hi:
                 hi = max(start, rollups.floor(dirty_lo, rollups.HOUR))
                 break

@@ -280,14 +280,19 @@ class DirtyRange(models.Model):
 
     Written in the write's own transaction; the read planner reads such ranges from a finer
     tier or raw events until the background refresher (`manage.py refresh_rollups --follow`)
-    has re-materialized them and deleted the row. Rows are never updated: a write that lands
-    while a range is being refreshed adds a row of its own, which that refresh doesn't delete.
+    has re-materialized them and deleted the row. A write that lands while a range is being
+    refreshed adds a row of its own, which that refresh doesn't touch.
+
+    `stage` says which tiers the refresher has re-materialized over the range so far
+    (`rollups.STAGES`: 0 none, 1 the minute tiers, 2 the hourly ones too; the daily ones too and
+    the row is deleted): the planner reads a row around only the tiers it has not reached.
     """
 
     id = models.BigAutoField(primary_key=True)
     lo = models.DateTimeField()
     hi = models.DateTimeField()
     created = models.DateTimeField(auto_now_add=True)
+    stage = models.SmallIntegerField(db_default=0)
 
     class Meta:
         db_table = "apirequest_dirty"

@@ -427,10 +427,26 @@ DIRTY = DirtyRange._meta.db_table
 # A write compares its rows with what a policy run may have materialized by the time it commits:
 # this much past its clock covers the COPY, the commit and a clock that differs from the server's.
 DIRTY_SLACK = timedelta(seconds=30)
-# Minutes closer than this are recorded as one range: fewer rows, each read a little wider.
-DIRTY_GAP = timedelta(minutes=10)
+# Minutes closer than this are recorded as one range. Adjacent ones only: under live traffic a
+# minute holds tens of thousands of events, and every minute a range spans needlessly is read
+# from a finer tier or raw events until the refresher has been (it was 10 minutes: the raw reads
+# around late writes then covered five times the minutes the writes touched).
+DIRTY_GAP = MINUTE
 # More ranges than this in one write (a batch spread over a day) are recorded by the hour.
 DIRTY_MAX_RANGES = 64
+# A row's stage: how far the refresher has brought its range. Refreshing a minute bucket re-reads
+# a minute of events; an hourly one an hour of them; a daily one (columnstore, built on the hourly
+# tier) a day of hourly rows, a second or more. So the refresher refreshes the minute tiers every
+# pass and the coarser ones less often, each over the rows that have reached the tier below, and
+# the planner reads a row around only the tiers it has not reached. A row that reached DONE is
+# deleted.
+STAGES = {MINUTE: 1, HOUR: 2, DAY: 3}  # the stage a row reaches once the tiers of that width are refreshed
+DONE = 3
+
+
+def stage_of(rollup: Rollup) -> int:
+    """The stage from which a dirty row no longer concerns `rollup`."""
+    return STAGES[rollup.width]
 
 
 def dirty_runs(times: Iterable[datetime]) -> list[tuple[datetime, datetime]]:
@@ -526,69 +542,80 @@ def _merge(ranges: Iterable[tuple[datetime, datetime]]) -> list[tuple[datetime, 
     return [(lo, hi) for lo, hi in merged]
 
 
-def dirty_ranges(using=connection) -> list[tuple[datetime, datetime]]:
-    """The recorded dirty ranges, merged and sorted ([] where the rollups are plain views)."""
+def dirty_ranges(using=connection, *, below: int = DONE) -> list[tuple[datetime, datetime]]:
+    """The recorded dirty ranges of the rows whose stage is under `below` (the default: every row),
+    merged and sorted ([] where the rollups are plain views). `below=stage_of(rollup)`: the ranges
+    that rollup is out of date over."""
     if not _tracks_dirt(using):
         return []
     cache = getattr(_request, "dirty", None)  # None outside a request: read every time
     if cache is not None and using.alias in cache:
-        return cache[using.alias]
-    # Before the raw horizon the raw events may be gone: what an aggregate holds is all there is
-    # (ingest refuses events that old, so only a refresher down for weeks leaves such rows).
-    horizon = raw_horizon()
-    with using.cursor() as cursor:
-        cursor.execute(f"SELECT GREATEST(lo, %s), hi FROM {DIRTY} WHERE %s::timestamptz IS NULL OR hi > %s"
-                       " ORDER BY 1", [horizon or NOTHING_MATERIALIZED, horizon, horizon])
-        ranges = _merge(cursor.fetchall())
-    if cache is not None:
-        cache[using.alias] = ranges
-    return ranges
+        rows = cache[using.alias]
+    else:
+        # Before the raw horizon the raw events may be gone: what an aggregate holds is all there
+        # is (ingest refuses events that old, so only a refresher down for weeks leaves such rows).
+        horizon = raw_horizon()
+        with using.cursor() as cursor:
+            # Merged per stage in the database: thousands of rows under a burst of late writes,
+            # far fewer ranges.
+            cursor.execute(f"SELECT lower(r), upper(r), stage FROM (SELECT stage, unnest(range_agg("
+                           f"tstzrange(GREATEST(lo, %s), hi, '[)'))) AS r FROM {DIRTY}"
+                           " WHERE (%s::timestamptz IS NULL OR hi > %s) AND lo < hi GROUP BY stage) AS merged",
+                           [horizon or NOTHING_MATERIALIZED, horizon, horizon])
+            rows = cursor.fetchall()
+        if cache is not None:
+            cache[using.alias] = rows
+    return _merge((lo, hi) for lo, hi, stage in rows if stage < below)
 
 
 @dataclass
 class DirtyPass:
     """What one pass of the refresher did."""
 
-    ranges: int = 0  # dirty rows covered (and deleted)
+    ranges: int = 0  # dirty rows done with (every tier refreshed over them) and deleted
     calls: int = 0  # refresh calls made
-    failed: list[str] | None = None  # aggregates whose refresh failed: their rows are kept
-    oldest_seconds: float = 0.0  # the age of the oldest row covered
+    failed: list[str] | None = None  # aggregates whose refresh failed: their rows stay where they were
+    oldest_seconds: float = 0.0  # the age of the oldest row read
+    advanced: int = 0  # rows brought to a later stage, not done yet (the coarser tiers' turn comes later)
 
 
-def refresh_dirty(*, limit: int = 10_000) -> DirtyPass:
-    """Re-materialize what the recorded dirty ranges cover, then delete the rows covered.
+def refresh_dirty(*, through: int = DONE, limit: int = 10_000) -> DirtyPass:
+    """Re-materialize what the recorded dirty ranges cover, up to the tiers of stage `through`,
+    then advance the rows read to that stage (delete them at DONE).
 
-    Every aggregate is refreshed over the merged ranges, clipped to its watermark (above it the
-    aggregate is computed from raw events at query time; refreshing there would move the
-    watermark past buckets still filling), in catalogue order so a hierarchical aggregate
-    re-reads what its source has just re-materialized. Rows are deleted by id, only those read
-    before the refreshes began and only when every refresh succeeded: a write that commits
-    while a refresh runs adds a row of its own, covered by the next pass; a failed refresh
-    (a policy holding the aggregate, the database going away) leaves every row for the next pass,
-    and the planner keeps reading those ranges around the aggregates meanwhile.
+    Each aggregate of a stage up to `through` is refreshed over the merged ranges of the rows
+    that have not reached its stage, clipped to its watermark (above it the aggregate is computed
+    from raw events at query time; refreshing there would move the watermark past buckets still
+    filling), finer stages first and in catalogue order within one, so a hierarchical aggregate
+    re-reads what its source has just re-materialized. Rows are advanced by id, only those read
+    before the refreshes began, and only as far as every refresh of every stage up to there
+    succeeded: a write that commits while a refresh runs adds a row of its own, covered by the
+    next pass; a failed refresh (a policy holding the aggregate, the database going away) leaves
+    its stage to the next pass, and the planner keeps reading those ranges around it meanwhile.
     """
     result = DirtyPass()
     if not _tracks_dirt():
         return result
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT id, lo, hi, created, now() FROM {DIRTY} ORDER BY id LIMIT %s", [limit])
+        cursor.execute(f"SELECT id, lo, hi, stage, created, now() FROM {DIRTY} WHERE stage < %s"
+                       " ORDER BY id LIMIT %s", [through, limit])
         rows = cursor.fetchall()
     if not rows:
         return result
-    ids = [row[0] for row in rows]
-    result.oldest_seconds = max(0.0, max((row[4] - row[3]).total_seconds() for row in rows))
-    merged = _merge((lo, hi) for _, lo, hi, _, _ in rows)
+    result.oldest_seconds = max(0.0, max((row[5] - row[4]).total_seconds() for row in rows))
     marks = watermarks(rollup.relation for rollup in aggregates())
+    reached = through
     failed = []
-    for rollup in aggregates():
+    for rollup in sorted(aggregates(), key=stage_of):  # stable: catalogue order within a stage
+        stage = stage_of(rollup)
         mark = marks[rollup.relation]
-        if mark is None:
-            continue  # nothing materialized: all of it is computed at query time
+        if stage > reached or mark is None:
+            continue  # past a failed stage; or nothing materialized: all of it computed at query time
         # One call over the span of the ranges below the watermark: a refresh re-materializes
         # only the buckets the invalidation log marks inside its window, and each call takes the
         # aggregate's lock and reads the log once (a call per range cost a pass ten times more).
         below = [(floor(lo, rollup.width), min(ceil(hi, rollup.width), floor(mark, rollup.width)))
-                 for lo, hi in merged]
+                 for lo, hi in _merge((lo, hi) for _, lo, hi, at, _, _ in rows if at < stage)]
         below = [(lo, hi) for lo, hi in below if lo < hi]
         if not below:
             continue
@@ -600,13 +627,19 @@ def refresh_dirty(*, limit: int = 10_000) -> DirtyPass:
             logger.warning("Refreshing %s over [%s, %s) failed; the next pass retries it: %s",
                            rollup.relation, lo, hi, exc)
             failed.append(rollup.relation)
-    if failed:
-        result.failed = failed
+            reached = stage - 1
+    result.failed = failed or None
+    ids = [row[0] for row in rows if row[3] < reached]
+    if not ids:
         return result
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(f"DELETE FROM {DIRTY} WHERE id = ANY(%s)", [ids])
+        if reached >= DONE:
+            cursor.execute(f"DELETE FROM {DIRTY} WHERE id = ANY(%s)", [ids])
+            result.ranges = len(ids)
+        else:
+            cursor.execute(f"UPDATE {DIRTY} SET stage = %s WHERE id = ANY(%s) AND stage < %s", [reached, ids, reached])
+            result.advanced = len(ids)
     _forget_dirty()
-    result.ranges = len(ids)
     return result
 
 
@@ -671,11 +704,13 @@ def plan(filters: dict, family: Family = COUNTS) -> tuple[list[Piece], list[Q]] 
         pieces, tail_lo = _fine_tail(family, pieces, hour_hi, end)
     if end is not None and tail_lo < end:
         edges.append(Q(time__gte=tail_lo, time__lt=end))
+    elif end is None and tail_lo is not None and family.fine is not None:
+        edges.append(Q(time__gte=tail_lo))  # past the fine tier's watermark, open-ended
     dirty = _dirty_for(piece[0] for piece in pieces)
     if dirty:
         clean: list[Piece] = []
         for model, lo, hi in pieces:
-            for piece_model, plo, phi, _ in _around_dirty(family, model, lo, hi, dirty):
+            for piece_model, plo, phi, _ in _around_dirty(family, model, lo, hi):
                 if piece_model is ApiRequest:
                     edges.append(Q(time__gte=plo, time__lt=phi))
                 else:
@@ -718,7 +753,8 @@ def _fine_tail(family: Family, pieces: list[Piece], hour_hi, end) -> tuple[list[
 
     Under sustained ingest the hourly aggregate lags by up to an hour and its refresh period;
     read in real time, that lag is millions of raw events per query. The fine tier lags by a
-    minute or two, and is read in real time past its own watermark (a few minutes of events).
+    minute or two; past its own watermark the raw events (a minute or so of them) answer,
+    grouped as the query groups them (the fine tiers are materialized only, migration 0012).
     """
     mark = _fine_mark(family)
     if mark is None:
@@ -738,10 +774,30 @@ def _fine_tail(family: Family, pieces: list[Piece], hour_hi, end) -> tuple[list[
     if fine_lo is None:
         fine_lo = hour_hi  # the last hour is partial and past the watermark
     fine_hi = floor(end, family.fine.width) if end is not None else None
-    if fine_hi is None or fine_lo < fine_hi:
+    # Materialized only (0012): past its own watermark the raw events answer, grouped as the query groups.
+    fine_mark = _fine_materialized(family)
+    fine_hi = fine_mark if fine_hi is None else min(fine_hi, fine_mark)
+    if fine_lo < fine_hi:
         cut.append((fine, fine_lo, fine_hi))
         return cut, fine_hi
     return cut, fine_lo
+
+
+def _fine_materialized(family: Family) -> datetime:
+    """How far the fine tier of `family` holds materialized minutes: its watermark (the minute
+    tiers are read as materialized only, migration 0012; past this the raw events answer)."""
+    mark = cutoff(family.fine.relation)
+    return NOTHING_MATERIALIZED if mark is None else mark
+
+
+def _fine_pieces(family: Family, lo: datetime, hi: datetime,
+                 regroup: bool) -> list[tuple[type, datetime, datetime, bool]]:
+    """[lo, hi) from the fine tier up to its watermark, and from raw events past it."""
+    mid = min(max(lo, _fine_materialized(family)), hi)
+    pieces = [(family.fine.model, lo, mid, regroup)] if lo < mid else []
+    if mid < hi:
+        pieces.append((ApiRequest, mid, hi, True))
+    return pieces
 
 
 def bucket_plan(
@@ -761,7 +817,7 @@ def bucket_plan(
             return [(ApiRequest, start, end, True)]
         since = max(since, start)
         pieces = [(ApiRequest, start, since, True)] if start < since else []
-        pieces.append((family.fine.model, since, end, False))
+        pieces += _fine_pieces(family, since, end, False)
     elif width == HOUR:
         pieces = [(family.hourly.model, start, end, False)]
     else:
@@ -778,21 +834,22 @@ def bucket_plan(
             model, lo, hi, regroup = pieces.pop()
             if lo < fine_mark:
                 pieces.append((model, lo, fine_mark, regroup))
-            pieces.append((family.fine.model, max(lo, fine_mark), end, True))
+            pieces += _fine_pieces(family, max(lo, fine_mark), end, True)
     dirty = _dirty_for(piece[0] for piece in pieces)
     if not dirty:
         return pieces
     # Around the dirty ranges: a bucket of the answer may then come from several pieces.
     return [(model, lo, hi, regroup or regrouped)
             for piece_model, piece_lo, piece_hi, regroup in pieces
-            for model, lo, hi, regrouped in _around_dirty(family, piece_model, piece_lo, piece_hi, dirty)]
+            for model, lo, hi, regrouped in _around_dirty(family, piece_model, piece_lo, piece_hi)]
 
 
 BY_MODEL = {rollup.model: rollup for rollup in CATALOGUE}
 
 
 def _dirty_for(models: Iterable[type]) -> list[tuple[datetime, datetime]]:
-    """The dirty ranges, where one of `models` is a materialized aggregate (else nothing to cut)."""
+    """The dirty ranges (of any stage), where one of `models` is a materialized aggregate (else
+    nothing to cut): empty when no piece can need cutting."""
     for model in models:
         rollup = BY_MODEL.get(model)
         if rollup is not None and rollup.kind != "raw" and cutoff(rollup.relation) not in (None, NOTHING_MATERIALIZED):
@@ -819,13 +876,16 @@ def _finer(family: Family, rollup: Rollup, lo: datetime, hi: datetime) -> Rollup
     return None
 
 
-def _around_dirty(family: Family, model, lo: datetime | None, hi: datetime | None,
-                  dirty: list[tuple[datetime, datetime]]) -> list[tuple[type, datetime | None, datetime | None, bool]]:
-    """A rollup piece [lo, hi) with the buckets dirty ranges touch below its watermark handed down
-    to the next finer tier (or raw events, model ApiRequest): (model, lo, hi, regroup) pieces.
+def _around_dirty(family: Family, model, lo: datetime | None,
+                  hi: datetime | None) -> list[tuple[type, datetime | None, datetime | None, bool]]:
+    """A rollup piece [lo, hi) with the buckets that dirty ranges not yet refreshed in it touch
+    below its watermark handed down to the next finer tier (or raw events, model ApiRequest):
+    (model, lo, hi, regroup) pieces.
 
     Those buckets were materialized before a late write committed; the finer tier (or raw) holds
-    the write's events, and the rest of the piece is as good as ever.
+    the write's events, and the rest of the piece is as good as ever. A range the refresher has
+    brought past this tier's stage is in it already: the hourly tier serves a range whose minute
+    buckets alone are still out of date.
     """
     rollup = BY_MODEL.get(model)
     if rollup is None or rollup.kind == "raw":
@@ -835,7 +895,7 @@ def _around_dirty(family: Family, model, lo: datetime | None, hi: datetime | Non
         return [(model, lo, hi, False)]
     width = rollup.width
     holes: list[list[datetime]] = []
-    for dirty_lo, dirty_hi in dirty:
+    for dirty_lo, dirty_hi in dirty_ranges(below=stage_of(rollup)):
         a, b = floor(dirty_lo, width), min(ceil(dirty_hi, width), mark)
         if lo is not None:
             a = max(a, lo)
@@ -855,10 +915,14 @@ def _around_dirty(family: Family, model, lo: datetime | None, hi: datetime | Non
         if at is None or at < a:
             pieces.append((model, at, a, False))
         finer = _finer(family, rollup, a, b)
-        if finer is None:
-            pieces.append((ApiRequest, a, b, True))
+        # The fine tier is read as materialized only (0012): past its watermark, raw events.
+        split = b if finer is None or finer is not family.fine else min(b, max(a, _fine_materialized(family)))
+        if finer is not None and a < split:
+            pieces.extend((m, p_lo, p_hi, True) for m, p_lo, p_hi, _ in _around_dirty(family, finer.model, a, split))
         else:
-            pieces.extend((m, p_lo, p_hi, True) for m, p_lo, p_hi, _ in _around_dirty(family, finer.model, a, b, dirty))
+            split = a
+        if split < b:
+            pieces.append((ApiRequest, split, b, True))
         at = b
     if hi is None or at < hi:
         pieces.append((model, at, hi, False))
@@ -869,10 +933,11 @@ def fine_since(family: Family, now: datetime | None = None) -> datetime | None:
     """The first minute from which the family's fine tier holds every event, or None where it
     has none to read (no fine tier, or no continuous aggregates).
 
-    Its refresh policy and after-write refreshes keep only its window exact, and retention drops
+    Its refresh policy and the background refresher keep only its window exact, and retention drops
     what is older than APM_RETENTION_FINE_DAYS; before its first refresh nothing older than the
     window was materialized at all. The hour of margin, as in `_fine_mark`, covers a policy run
-    that starts late. Past its watermark the tier is real-time, so the newest minutes are exact too.
+    that starts late. Past its watermark `bucket_plan` reads raw events (`_fine_pieces`), so the
+    newest minutes are exact too.
     """
     if family.fine is None or cutoff(family.fine.relation) is None:
         return None

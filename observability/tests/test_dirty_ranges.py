@@ -10,12 +10,14 @@ from datetime import UTC, datetime, timedelta
 from unittest import mock
 
 import psycopg2
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.db import OperationalError, connection
 
 from observability import rollups
+from observability.management.commands import refresh_rollups
 from observability.models import (
     ApiRequest,
+    ApiRequestDaily,
     ApiRequestHourly,
     ApiRequestMinute,
     DirtyRange,
@@ -42,11 +44,13 @@ DAY = timedelta(days=1)
 class DirtyRunsTests(ApiTestCase):
     """How a write's times become the few ranges it records."""
 
-    def test_minutes_close_together_are_one_range_and_far_apart_are_two(self):
+    def test_adjacent_minutes_are_one_range_and_minutes_apart_are_two(self):
         t = datetime(2026, 3, 1, 10, 0, 30, tzinfo=UTC)
-        runs = rollups.dirty_runs([t, t + 3 * MINUTE, t + 2 * HOUR, t + 2 * HOUR + timedelta(seconds=5)])
-        self.assertEqual(runs, [(t.replace(second=0), t.replace(second=0) + 4 * MINUTE),
-                                (t.replace(second=0) + 2 * HOUR, t.replace(second=0) + 2 * HOUR + MINUTE)])
+        m = t.replace(second=0)
+        runs = rollups.dirty_runs([t, t + MINUTE, t + 3 * MINUTE, t + 2 * HOUR, t + 2 * HOUR + timedelta(seconds=5)])
+        # Only the minutes touched: under live traffic each holds thousands of events to read around.
+        self.assertEqual(runs, [(m, m + 2 * MINUTE), (m + 3 * MINUTE, m + 4 * MINUTE),
+                                (m + 2 * HOUR, m + 2 * HOUR + MINUTE)])
 
     def test_a_write_spread_over_a_day_records_a_bounded_number_of_ranges_covering_every_event(self):
         t = datetime(2026, 3, 1, tzinfo=UTC)
@@ -149,6 +153,26 @@ class AroundDirtyPlanTests(ApiTestCase):
                                   (ApiRequest, dirty_minute, dirty_minute + MINUTE, True),
                                   (LatencyMinute, dirty_minute + MINUTE, start + 3 * HOUR, True),
                                   (LatencyHourly, start + 3 * HOUR, end, False)])
+
+
+class RefresherCadenceTests(ApiTestCase):
+    """Which tiers a --follow pass refreshes, by how long ago each was last refreshed."""
+
+    def test_each_pass_does_the_coarsest_tiers_that_are_due_and_else_the_minute_tiers(self):
+        hourly, daily = rollups.STAGES[HOUR], rollups.STAGES[DAY]
+        cadence = {hourly: 10.0, daily: 60.0}
+        never = dict.fromkeys(cadence, float("-inf"))
+        self.assertEqual(refresh_rollups.due_stage(0.0, never, cadence), daily)
+        last = {hourly: 100.0, daily: 100.0}
+        self.assertEqual(refresh_rollups.due_stage(105.0, last, cadence), rollups.STAGES[MINUTE])
+        self.assertEqual(refresh_rollups.due_stage(110.0, last, cadence), hourly)
+        self.assertEqual(refresh_rollups.due_stage(160.0, {hourly: 155.0, daily: 100.0}, cadence), daily)
+
+    def test_cadences_must_be_positive(self):
+        for option in ("--every", "--hourly-every", "--daily-every"):
+            for value in ("0", "-1", "nan"):
+                with self.assertRaisesRegex(CommandError, f"{option} must be a positive number"):
+                    call_command("refresh_rollups", option, value, stdout=open("/dev/null", "w"))
 
 
 class TimescaleDirtyTestCase(ApiTransactionTestCase):
@@ -333,6 +357,77 @@ class LateWritesTests(TimescaleDirtyTestCase):
         self.assertFalse(DirtyRange.objects.exists())
         self.assert_answers_match(everything, "after the retry")
 
+    def test_the_refresher_brings_a_range_through_the_tiers_and_every_stage_answers_exactly(self):
+        late = self.late_events()
+        self.assertEqual(post_ingest(self.client, late, strict=True).status_code, 201)
+        everything = self.stored() + [{**e, "time": datetime.fromisoformat(e["time"].replace("Z", "+00:00"))}
+                                      for e in late]
+        recent_hour = {"start": self.recent, "end": self.recent + HOUR}
+
+        def materialized(model, lo, hi, field="hits"):
+            return sum(model.objects.filter(bucket__gte=lo, bucket__lt=hi).values_list(field, flat=True))
+
+        self.assertEqual(set(DirtyRange.objects.values_list("stage", flat=True)), {0})
+        pieces, edges = rollups.plan(recent_hour, rollups.COUNTS)
+        self.assertTrue(edges, "a range no tier has caught up with: its minutes come from raw events")
+
+        # The minute tiers: they hold the late events, the hourly ones don't yet ...
+        done = rollups.refresh_dirty(through=1)
+        self.assertEqual((done.failed, done.advanced, done.ranges), (None, 2, 0))
+        self.assertEqual(set(DirtyRange.objects.values_list("stage", flat=True)), {1})
+        self.assertEqual(materialized(ApiRequestMinute, self.recent, self.recent + HOUR), 40 + 12)
+        self.assertEqual(materialized(ApiRequestHourly, self.recent, self.recent + HOUR), 40)
+        # ... so the dirty hour is read from the minute tier, and raw events only past its
+        # watermark (the last event's minute, here: no events after it), none of the late ones'.
+        fine_mark = min(self.recent + HOUR, rollups.cutoff("apirequest_minute"))
+        pieces, edges = rollups.plan(recent_hour, rollups.COUNTS)
+        self.assertEqual(pieces, [(ApiRequestMinute, self.recent, fine_mark)])
+        self.assertTrue(all(dict(edge.children)["time__gte"] >= fine_mark for edge in edges), edges)
+        self.assert_answers_match(everything, "after the minute tiers")
+
+        # The hourly tiers: the daily ones are still out of date over the old day.
+        old_day = (rollups.floor(self.old, DAY), rollups.floor(self.old, DAY) + DAY)
+        done = rollups.refresh_dirty(through=2)
+        self.assertEqual((done.failed, done.advanced, done.ranges), (None, 2, 0))
+        self.assertEqual(set(DirtyRange.objects.values_list("stage", flat=True)), {2})
+        self.assertEqual(materialized(ApiRequestHourly, self.recent, self.recent + HOUR), 40 + 12)
+        self.assertEqual(materialized(ApiRequestDaily, *old_day), 40)
+        self.assert_answers_match(everything, "after the hourly tiers")
+
+        # The daily tiers: done, the rows go.
+        done = rollups.refresh_dirty(through=rollups.DONE)
+        self.assertEqual((done.failed, done.advanced, done.ranges), (None, 0, 2))
+        self.assertFalse(DirtyRange.objects.exists())
+        self.assertEqual(materialized(ApiRequestDaily, *old_day), 40 + 12)
+        self.assert_answers_match(everything, "after the daily tiers")
+
+    def test_a_failed_hourly_refresh_keeps_the_rows_at_the_minute_stage(self):
+        late = self.late_events()
+        post_ingest(self.client, late, strict=True)
+        everything = self.stored() + [{**e, "time": datetime.fromisoformat(e["time"].replace("Z", "+00:00"))}
+                                      for e in late]
+        real = rollups._call_refresh
+        refreshed = []
+
+        def hourly_fails(relation, start, end):
+            refreshed.append(relation)
+            if relation == "apirequest_latency_hourly":
+                raise OperationalError("canceling statement due to lock timeout")
+            real(relation, start, end)
+
+        with mock.patch.object(rollups, "_call_refresh", side_effect=hourly_fails), \
+                self.assertLogs("observability.rollups", "WARNING"):
+            done = rollups.refresh_dirty()
+        self.assertEqual(done.failed, ["apirequest_latency_hourly"])
+        self.assertEqual(done.advanced, 2)
+        self.assertEqual(set(DirtyRange.objects.values_list("stage", flat=True)), {1})
+        # Nothing coarser is refreshed over a tier that failed (the daily ones read the hourly ones).
+        self.assertFalse([r for r in refreshed if rollups.BY_RELATION[r].width == DAY])
+        self.assert_answers_match(everything, "after a failed hourly refresh")
+        rollups.refresh_dirty()
+        self.assertFalse(DirtyRange.objects.exists())
+        self.assert_answers_match(everything, "after the retry")
+
     def test_updates_and_deletes_of_old_events_are_read_around_at_once(self):
         event = ApiRequest.objects.filter(time__lt=self.old + HOUR).order_by("time").first()
         response = self.client.patch(f"/api/requests/{event.pk}/",
@@ -358,7 +453,10 @@ class RefresherCommandTests(TimescaleDirtyTestCase):
         passes = []
         real = rollups.refresh_dirty
 
+        stages = []
+
         def one_pass(**kwargs):
+            stages.append(kwargs["through"])
             passes.append(real(**kwargs))
             if len(passes) == 2:
                 handlers[15]()  # SIGTERM after the second pass
@@ -371,6 +469,8 @@ class RefresherCommandTests(TimescaleDirtyTestCase):
             out.seek(0)
             text = out.read()
         self.assertEqual(len(passes), 2)
+        # The first pass does every tier; the next, 0.05 s later, the minute tiers only.
+        self.assertEqual(stages, [rollups.DONE, rollups.STAGES[MINUTE]])
         self.assertEqual(passes[0].ranges, 2)
         self.assertEqual(passes[1].ranges, 0)
         self.assertFalse(DirtyRange.objects.exists())

@@ -11,7 +11,7 @@ from django.test import SimpleTestCase
 
 from observability import retention, rollups
 from observability.constants import DAY, FINE_WINDOW_DAYS, HOUR, MINUTE
-from observability.models import ApiRequestMinute, LatencyMinute, ServiceLatencyMinute
+from observability.models import ApiRequest, ApiRequestMinute, LatencyMinute, ServiceLatencyMinute
 from observability.tests.test_global_tiers import TimescaleTestCase
 from observability.tests.test_percentiles import reference, rows_for, store
 from observability.tests.utils import PERCENTILES, iso
@@ -43,6 +43,8 @@ class SeriesFinePlanTests(SimpleTestCase):
         hour_mark = rollups.floor(now, HOUR) - HOUR
         marks = {relation: hour_mark for relation in HOURLY_SERIES}
         marks.update({family.daily.relation: rollups.floor(hour_mark, DAY) for family in SERIES_FAMILIES})
+        # The minute tiers materialized up to the last whole minute.
+        marks.update({family.fine.relation: rollups.floor(now, MINUTE) for family in SERIES_FAMILIES})
         return hour_mark, marks
 
     def patched(self, marks):
@@ -74,7 +76,10 @@ class SeriesFinePlanTests(SimpleTestCase):
             for family, model in SERIES_FAMILIES.items():
                 with self.patched(marks):
                     pieces = rollups.bucket_plan(width, start, end, family)
-                self.assertEqual(pieces[-1], (model, hour_mark, end, True), (width, family.hourly.relation))
+                # The minute tier up to its watermark, the raw events past it (0012).
+                self.assertEqual(pieces[-2:], [(model, hour_mark, rollups.floor(now, MINUTE), True),
+                                               (ApiRequest, rollups.floor(now, MINUTE), end, True)],
+                                 (width, family.hourly.relation))
                 # Covered once: each piece starts where the one before it ends.
                 self.assertEqual(pieces[0][1], start)
                 for before, after in zip(pieces, pieces[1:], strict=False):
@@ -172,7 +177,10 @@ class FreshSeriesTests(TimescaleTestCase):
                 models = [piece[0] for piece in pieces]
                 self.assertIn(model, models, family.hourly.relation)
                 lo, hi = pieces[models.index(model)][1:]
-                self.assertEqual((lo, hi), (rollups.floor(self.now, HOUR) - 2 * HOUR, rollups.floor(self.now, MINUTE)))
+                # Up to the minute tier's watermark (two minutes back, or a minute later if a
+                # policy ran since): the raw events answer past it (0012).
+                self.assertEqual(lo, rollups.floor(self.now, HOUR) - 2 * HOUR)
+                self.assertEqual(hi, rollups.cutoff(family.fine.relation))
             window = {"service": "web", "start": iso(start), "end": iso(self.now)}
 
             kpis = self.client.get("/api/requests/kpis/", {**window, "precision": "approx"}).json()

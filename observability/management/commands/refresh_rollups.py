@@ -7,6 +7,11 @@ refreshed them. `make run`, the container stack (service `refresher`) and docs/D
 systemd unit run it with --follow; without it answers stay exact but read more raw events the
 longer the backlog grows (`apm_rollup_dirty_ranges` and `apm_rollup_dirty_oldest_seconds` on
 /metrics say how long).
+
+With --follow a pass refreshes the minute tiers every --every seconds, the hourly ones every
+--hourly-every and the daily ones every --daily-every: a coarse bucket re-reads far more than a
+minute does (a daily one, a second or more), and until it is refreshed the planner reads the
+range from the tier below, which is already current. Without --follow one pass does every tier.
 """
 
 from __future__ import annotations
@@ -27,11 +32,18 @@ class Command(BaseCommand):
         parser.add_argument("--follow", action="store_true",
                             help="keep running: a pass every --every seconds until stopped (SIGTERM/SIGINT)")
         parser.add_argument("--every", type=float, default=1.0,
-                            help="seconds between passes with --follow (default 1.0)")
+                            help="seconds between passes with --follow: the minute tiers (default 1.0)")
+        parser.add_argument("--hourly-every", type=float, default=10.0,
+                            help="seconds between refreshes of the hourly tiers with --follow (default 10)")
+        parser.add_argument("--daily-every", type=float, default=60.0,
+                            help="seconds between refreshes of the daily tiers with --follow (default 60)")
 
-    def handle(self, *args, follow=False, every=1.0, **options):
-        if every <= 0:
-            raise CommandError("--every must be a positive number of seconds.")
+    def handle(self, *args, follow=False, every=1.0, hourly_every=10.0, daily_every=60.0, **options):
+        for name, value in (("--every", every), ("--hourly-every", hourly_every), ("--daily-every", daily_every)):
+            if not value > 0:  # also refuses nan
+                raise CommandError(f"{name} must be a positive number of seconds.")
+        cadence = {rollups.STAGES[rollups.HOUR]: hourly_every, rollups.STAGES[rollups.DAY]: daily_every}
+        last = dict.fromkeys(cadence, float("-inf"))  # the first pass does every tier
         if not db.rollups_are_continuous():
             self.stdout.write(f"The rollups are plain views on {db.describe()}: always current, nothing to refresh.")
             if not follow:
@@ -41,12 +53,17 @@ class Command(BaseCommand):
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stopping.append(True))
         if follow:
-            self.stdout.write(f"refresh_rollups: following the dirty ranges every {every:g}s (SIGTERM stops)")
+            self.stdout.write(f"refresh_rollups: following the dirty ranges: minute tiers every {every:g}s,"
+                              f" hourly every {hourly_every:g}s, daily every {daily_every:g}s (SIGTERM stops)")
         while not stopping:
             began = time.monotonic()
             try:
                 if db.rollups_are_continuous():
-                    self._pass(quiet=follow)
+                    through = due_stage(began, last, cadence) if follow else rollups.DONE
+                    reached = self._pass(quiet=follow, through=through)
+                    for stage in last:
+                        if stage <= reached:
+                            last[stage] = began
             except DatabaseError as exc:
                 # The database went away or refused: the rows are kept; try again next pass.
                 self.stderr.write(f"refresh_rollups: pass failed, retrying: {exc}".rstrip())
@@ -60,12 +77,23 @@ class Command(BaseCommand):
                 time.sleep(min(0.1, every))
         self.stdout.write("refresh_rollups: stopped")
 
-    def _pass(self, *, quiet: bool) -> None:
+    def _pass(self, *, quiet: bool, through: int) -> int:
+        """One pass up to the tiers of stage `through`; returns the stage every refresh reached."""
         began = time.monotonic()
-        done = rollups.refresh_dirty()
+        done = rollups.refresh_dirty(through=through)
         seconds = time.monotonic() - began
         if done.failed:
-            self.stderr.write(f"refresh_rollups: {', '.join(done.failed)} failed; kept every range for the next pass")
-        elif done.ranges or not quiet:
-            self.stdout.write(f"refresh_rollups: {done.ranges} dirty ranges, {done.calls} refreshes in {seconds:.2f}s"
-                              f" (oldest waited {done.oldest_seconds:.1f}s)")
+            self.stderr.write(f"refresh_rollups: {', '.join(done.failed)} failed; their ranges wait for the next pass")
+            return min(rollups.stage_of(rollups.BY_RELATION[name]) for name in done.failed) - 1
+        if done.ranges or done.advanced or not quiet:
+            advanced = f", {done.advanced} brought to stage {through}" if done.advanced else ""
+            self.stdout.write(f"refresh_rollups: {done.ranges} dirty ranges done{advanced}, {done.calls} refreshes"
+                              f" in {seconds:.2f}s (oldest waited {done.oldest_seconds:.1f}s)")
+        return through
+
+
+def due_stage(now: float, last: dict[int, float], cadence: dict[int, float]) -> int:
+    """The stage a --follow pass at `now` (monotonic seconds) brings the rows to: the coarsest one
+    whose tiers were last refreshed at least their cadence ago, else the minute tiers'."""
+    due = [stage for stage, every in cadence.items() if now - last[stage] >= every]
+    return max(due, default=rollups.STAGES[rollups.MINUTE])
