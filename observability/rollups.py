@@ -549,6 +549,8 @@ def dirty_ranges(using=connection, *, below: int = DONE) -> list[tuple[datetime,
     if not _tracks_dirt(using):
         return []
     cache = getattr(_request, "dirty", None)  # None outside a request: read every time
+    if cache is not None and (using.alias, below) in cache:
+        return cache[using.alias, below]  # a page plans many pieces, each asking for its tier's ranges
     if cache is not None and using.alias in cache:
         rows = cache[using.alias]
     else:
@@ -565,7 +567,10 @@ def dirty_ranges(using=connection, *, below: int = DONE) -> list[tuple[datetime,
             rows = cursor.fetchall()
         if cache is not None:
             cache[using.alias] = rows
-    return _merge((lo, hi) for lo, hi, stage in rows if stage < below)
+    ranges = _merge((lo, hi) for lo, hi, stage in rows if stage < below)
+    if cache is not None:
+        cache[using.alias, below] = ranges
+    return ranges
 
 
 @dataclass
@@ -577,6 +582,7 @@ class DirtyPass:
     failed: list[str] | None = None  # aggregates whose refresh failed: their rows stay where they were
     oldest_seconds: float = 0.0  # the age of the oldest row read
     advanced: int = 0  # rows brought to a later stage, not done yet (the coarser tiers' turn comes later)
+    reached: int = DONE  # the stage every refresh of the pass reached (the rows read are there now)
 
 
 def refresh_dirty(*, through: int = DONE, limit: int = 10_000) -> DirtyPass:
@@ -593,7 +599,7 @@ def refresh_dirty(*, through: int = DONE, limit: int = 10_000) -> DirtyPass:
     next pass; a failed refresh (a policy holding the aggregate, the database going away) leaves
     its stage to the next pass, and the planner keeps reading those ranges around it meanwhile.
     """
-    result = DirtyPass()
+    result = DirtyPass(reached=through)
     if not _tracks_dirt():
         return result
     with connection.cursor() as cursor:
@@ -628,7 +634,7 @@ def refresh_dirty(*, through: int = DONE, limit: int = 10_000) -> DirtyPass:
                            rollup.relation, lo, hi, exc)
             failed.append(rollup.relation)
             reached = stage - 1
-    result.failed = failed or None
+    result.failed, result.reached = failed or None, reached
     ids = [row[0] for row in rows if row[3] < reached]
     if not ids:
         return result

@@ -212,6 +212,13 @@ class TimescaleDirtyTestCase(ApiTransactionTestCase):
                                        latency_ms=3000.0 + 100 * m))
         return late
 
+    def post_late(self):
+        """Send the late batch (201 or the test fails); every event stored since, times parsed."""
+        late = self.late_events()
+        self.assertEqual(post_ingest(self.client, late, strict=True).status_code, 201)
+        return self.stored() + [{**e, "time": datetime.fromisoformat(e["time"].replace("Z", "+00:00"))}
+                                for e in late]
+
     def stored(self):
         return [{**e, "time": datetime.fromisoformat(e["time"].replace("Z", "+00:00"))} for e in self.events]
 
@@ -310,10 +317,7 @@ class LateWritesTests(TimescaleDirtyTestCase):
                          [rollups.floor(now - timedelta(seconds=3), MINUTE)])
 
     def test_late_events_are_in_every_answer_at_once_and_stay_after_the_refresher(self):
-        late = self.late_events()
-        self.assertEqual(post_ingest(self.client, late, strict=True).status_code, 201)
-        everything = self.stored() + [{**e, "time": datetime.fromisoformat(e["time"].replace("Z", "+00:00"))}
-                                      for e in late]
+        everything = self.post_late()
         # Before any refresh: the aggregates still hold the history alone ...
         materialized = sum(ApiRequestHourly.objects.filter(bucket__lt=self.recent + HOUR)
                            .values_list("hits", flat=True))
@@ -334,10 +338,7 @@ class LateWritesTests(TimescaleDirtyTestCase):
         self.assert_answers_match(everything, "after the refresher")
 
     def test_a_failed_refresh_keeps_the_ranges_answers_stay_exact_and_the_next_pass_clears_them(self):
-        late = self.late_events()
-        post_ingest(self.client, late, strict=True)
-        everything = self.stored() + [{**e, "time": datetime.fromisoformat(e["time"].replace("Z", "+00:00"))}
-                                      for e in late]
+        everything = self.post_late()
         real = rollups._call_refresh
         calls = []
 
@@ -358,10 +359,7 @@ class LateWritesTests(TimescaleDirtyTestCase):
         self.assert_answers_match(everything, "after the retry")
 
     def test_the_refresher_brings_a_range_through_the_tiers_and_every_stage_answers_exactly(self):
-        late = self.late_events()
-        self.assertEqual(post_ingest(self.client, late, strict=True).status_code, 201)
-        everything = self.stored() + [{**e, "time": datetime.fromisoformat(e["time"].replace("Z", "+00:00"))}
-                                      for e in late]
+        everything = self.post_late()
         recent_hour = {"start": self.recent, "end": self.recent + HOUR}
 
         def materialized(model, lo, hi, field="hits"):
@@ -402,10 +400,7 @@ class LateWritesTests(TimescaleDirtyTestCase):
         self.assert_answers_match(everything, "after the daily tiers")
 
     def test_a_failed_hourly_refresh_keeps_the_rows_at_the_minute_stage(self):
-        late = self.late_events()
-        post_ingest(self.client, late, strict=True)
-        everything = self.stored() + [{**e, "time": datetime.fromisoformat(e["time"].replace("Z", "+00:00"))}
-                                      for e in late]
+        everything = self.post_late()
         real = rollups._call_refresh
         refreshed = []
 

@@ -84,12 +84,11 @@ class Command(BaseCommand):
         seconds = time.monotonic() - began
         if done.failed:
             self.stderr.write(f"refresh_rollups: {', '.join(done.failed)} failed; their ranges wait for the next pass")
-            return min(rollups.stage_of(rollups.BY_RELATION[name]) for name in done.failed) - 1
-        if done.ranges or done.advanced or not quiet:
+        elif done.ranges or done.advanced or not quiet:
             advanced = f", {done.advanced} brought to stage {through}" if done.advanced else ""
             self.stdout.write(f"refresh_rollups: {done.ranges} dirty ranges done{advanced}, {done.calls} refreshes"
                               f" in {seconds:.2f}s (oldest waited {done.oldest_seconds:.1f}s)")
-        return through
+        return done.reached
 
 
 def due_stage(now: float, last: dict[int, float], cadence: dict[int, float]) -> int:
