@@ -170,7 +170,7 @@ class RefresherCadenceTests(ApiTestCase):
 
     def test_cadences_must_be_positive(self):
         for option in ("--every", "--hourly-every", "--daily-every"):
-            for value in ("0", "-1", "nan"):
+            for value in ("0", "-1", "nan", "inf"):
                 with self.assertRaisesRegex(CommandError, f"{option} must be a positive number"):
                     call_command("refresh_rollups", option, value, stdout=open("/dev/null", "w"))
 

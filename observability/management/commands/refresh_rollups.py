@@ -16,6 +16,7 @@ range from the tier below, which is already current. Without --follow one pass d
 
 from __future__ import annotations
 
+import math
 import signal
 import time
 
@@ -40,7 +41,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, follow=False, every=1.0, hourly_every=10.0, daily_every=60.0, **options):
         for name, value in (("--every", every), ("--hourly-every", hourly_every), ("--daily-every", daily_every)):
-            if not value > 0:  # also refuses nan
+            if not 0 < value < math.inf:  # also refuses nan; inf would never make a second pass
                 raise CommandError(f"{name} must be a positive number of seconds.")
         cadence = {rollups.STAGES[rollups.HOUR]: hourly_every, rollups.STAGES[rollups.DAY]: daily_every}
         last = dict.fromkeys(cadence, float("-inf"))  # the first pass does every tier
